@@ -1,0 +1,5 @@
+import sys
+
+from glm45.cli import main
+
+sys.exit(main())
