@@ -1,0 +1,135 @@
+"""Building blocks of the GLM-4.5 decoder: RMSNorm, partial RoPE, GQA attention, dense MLP.
+
+Shape legend (suffixes on hot tensors):
+  B batch, T query length, S key length (cache + new), D model width, H query heads,
+  K key/value heads, E head dim, R rotary dim, F MLP width.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glm45.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32, cast back to the input dtype, then scaled by the weight."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(x.dtype)
+        return self.weight * normed
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for the rotary part (first `rotary_dim` dims) of each head.
+
+    Tables are built lazily for the largest position seen, so building a model on the meta
+    device allocates nothing, and `set_theta` (the mid-training RoPE base change) is cheap.
+    """
+
+    def __init__(self, rotary_dim: int, theta: float):
+        super().__init__()
+        self.rotary_dim = rotary_dim
+        self.theta = theta
+        self._cos: torch.Tensor | None = None
+        self._sin: torch.Tensor | None = None
+
+    def set_theta(self, theta: float) -> None:
+        self.theta = float(theta)
+        self._cos = self._sin = None
+
+    def _build(self, length: int, device: torch.device) -> None:
+        half = torch.arange(0, self.rotary_dim, 2, dtype=torch.float64, device=device)
+        inv_freq = 1.0 / (self.theta ** (half / self.rotary_dim))
+        pos = torch.arange(length, dtype=torch.float64, device=device)
+        angles = torch.outer(pos, inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)  # rotate-half layout: both halves share a frequency
+        self._cos, self._sin = angles.cos().float(), angles.sin().float()
+
+    def forward(self, position_ids_BT: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        needed = int(position_ids_BT.max()) + 1 if position_ids_BT.numel() else 1
+        if self._cos is None or self._cos.shape[0] < needed or self._cos.device != position_ids_BT.device:
+            self._build(max(needed, 256 if self._cos is None else 2 * self._cos.shape[0]), position_ids_BT.device)
+        cos_BTR = self._cos[position_ids_BT].to(dtype)
+        sin_BTR = self._sin[position_ids_BT].to(dtype)
+        return cos_BTR, sin_BTR
+
+
+def apply_partial_rope(x_BHTE: torch.Tensor, cos_BTR: torch.Tensor, sin_BTR: torch.Tensor) -> torch.Tensor:
+    """Rotate the first R dims of each head NeoX-style (halves, not interleaved); pass the rest."""
+    rot = cos_BTR.shape[-1]
+    x_rot, x_pass = x_BHTE[..., :rot], x_BHTE[..., rot:]
+    cos, sin = cos_BTR.unsqueeze(1), sin_BTR.unsqueeze(1)
+    x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2:]
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
+
+
+class KVCacheLike(Protocol):
+    """What attention needs from a KV cache (the inference engine provides one)."""
+
+    def update(self, layer_idx: int, k_BKTE: torch.Tensor, v_BKTE: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's keys/values; return all keys/values visible to this step ([B,K,S,E])."""
+        ...
+
+
+class Attention(nn.Module):
+    """GQA with q/k/v bias (no o bias), per-head QK-Norm before partial RoPE."""
+
+    def __init__(self, config: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads = config.num_attention_heads
+        self.n_kv = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        d = config.hidden_size
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=config.attention_bias)
+        self.k_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=config.attention_bias)
+        self.v_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=config.attention_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+        if config.use_qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor | None, cache: KVCacheLike | None = None) -> torch.Tensor:
+        B, T, _ = x_BTD.shape
+        q_BTHE = self.q_proj(x_BTD).view(B, T, self.n_heads, self.head_dim)
+        k_BTKE = self.k_proj(x_BTD).view(B, T, self.n_kv, self.head_dim)
+        v_BKTE = self.v_proj(x_BTD).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q_BTHE, k_BTKE = self.q_norm(q_BTHE), self.k_norm(k_BTKE)
+        cos, sin = rope
+        q_BHTE = apply_partial_rope(q_BTHE.transpose(1, 2), cos, sin)
+        k_BKTE = apply_partial_rope(k_BTKE.transpose(1, 2), cos, sin)
+        if cache is not None:
+            k_BKTE, v_BKTE = cache.update(self.layer_idx, k_BKTE, v_BKTE)
+        # mask None means plain causal self-attention over these T tokens (the training fast path).
+        out_BHTE = F.scaled_dot_product_attention(
+            q_BHTE, k_BKTE, v_BKTE, attn_mask=mask, is_causal=mask is None and T > 1,
+            enable_gqa=self.n_heads != self.n_kv)
+        return self.o_proj(out_BHTE.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), no biases. Dense layers and the shared expert."""
+
+    def __init__(self, hidden: int, intermediate: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

@@ -1,0 +1,134 @@
+"""The GLM-4.5 MoE block: sigmoid router with loss-free balance bias, routed experts, shared expert.
+
+Shape legend: N tokens (flattened batch), D model width, E routed experts, K experts per
+token, I expert width, M = N*K routed token copies.
+
+The router never updates its own balance bias: it reports per-expert load (and, when asked,
+the scores behind the sequence-level balance loss) and the trainer updates the bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glm45.config import ModelConfig
+from glm45.model.layers import MLP
+
+
+@dataclass
+class RouterStats:
+    """What one MoE forward exposes to the trainer."""
+
+    load_E: torch.Tensor  # tokens routed to each expert (float, detached)
+    scores_NE: torch.Tensor | None = None  # sigmoid scores (with grad) for the balance loss
+    topk_idx_NK: torch.Tensor | None = None
+
+
+class Router(nn.Module):
+    """Sigmoid scores; bias-corrected group-limited top-k selection; weights from raw scores."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_experts = config.n_routed_experts
+        self.top_k = config.num_experts_per_tok
+        self.n_group = config.n_group
+        self.topk_group = config.topk_group
+        self.norm_topk_prob = config.norm_topk_prob
+        self.scaling = config.routed_scaling_factor
+        self.weight = nn.Parameter(torch.empty(self.n_experts, config.hidden_size))
+        self.register_buffer("e_score_correction_bias", torch.zeros(self.n_experts, dtype=torch.float32))
+
+    def _apply(self, fn, recurse=True):
+        # The balance bias stays fp32 whatever dtype the model is cast to: bf16 would round
+        # away the 1e-3 updates of loss-free balancing.
+        bias = self.e_score_correction_bias
+        out = super()._apply(fn, recurse)
+        moved = self.e_score_correction_bias
+        self.e_score_correction_bias = (moved.float() if bias.is_meta or moved.is_meta
+                                        else bias.to(device=moved.device, dtype=torch.float32))
+        return out
+
+    def forward(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits_NE = F.linear(x_ND.float(), self.weight.float())
+        scores_NE = logits_NE.sigmoid()
+        with torch.no_grad():  # selection is not differentiable; the bias only affects which experts
+            choice_NE = scores_NE + self.e_score_correction_bias
+            if self.n_group > 1:
+                per_group = self.n_experts // self.n_group
+                grouped = choice_NE.view(-1, self.n_group, per_group)
+                group_score = grouped.topk(2, dim=-1).values.sum(-1)
+                keep = group_score.topk(self.topk_group, dim=-1).indices
+                group_mask = torch.zeros_like(group_score, dtype=torch.bool).scatter_(1, keep, True)
+                choice_NE = choice_NE.masked_fill(
+                    ~group_mask.unsqueeze(-1).expand_as(grouped).reshape_as(choice_NE), float("-inf"))
+            topk_idx_NK = choice_NE.topk(self.top_k, dim=-1).indices
+        weights_NK = scores_NE.gather(1, topk_idx_NK)
+        if self.norm_topk_prob:
+            weights_NK = weights_NK / (weights_NK.sum(-1, keepdim=True) + 1e-20)
+        return weights_NK * self.scaling, topk_idx_NK, scores_NE
+
+
+class Experts(nn.Module):
+    """Routed experts as 3-D weights (one SwiGLU matrix triple per expert).
+
+    Tokens are grouped by expert with one sort, each expert runs dense matmuls on its
+    contiguous slice, and results are un-permuted and combined — no per-token Python loop.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        e, i, d = config.n_routed_experts, config.moe_intermediate_size, config.hidden_size
+        self.n_experts = e
+        self.gate_proj = nn.Parameter(torch.empty(e, i, d))
+        self.up_proj = nn.Parameter(torch.empty(e, i, d))
+        self.down_proj = nn.Parameter(torch.empty(e, d, i))
+
+    def forward(self, x_ND: torch.Tensor, weights_NK: torch.Tensor, idx_NK: torch.Tensor,
+                counts_E: torch.Tensor) -> torch.Tensor:
+        N, D = x_ND.shape
+        K = idx_NK.shape[1]
+        order_M = idx_NK.reshape(-1).argsort(stable=True)
+        token_M = order_M // K
+        x_MD = x_ND.index_select(0, token_M)
+        if x_MD.is_cuda and hasattr(torch, "_grouped_mm") and x_MD.dtype == torch.bfloat16:
+            offs = counts_E.cumsum(0).to(torch.int32)
+            h = F.silu(torch._grouped_mm(x_MD, self.gate_proj.transpose(1, 2), offs=offs)) * \
+                torch._grouped_mm(x_MD, self.up_proj.transpose(1, 2), offs=offs)
+            y_MD = torch._grouped_mm(h, self.down_proj.transpose(1, 2), offs=offs)
+        else:
+            pieces = []
+            for e, x_e in enumerate(torch.split(x_MD, counts_E.tolist())):
+                if x_e.shape[0] == 0:
+                    continue
+                h = F.silu(x_e @ self.gate_proj[e].t()) * (x_e @ self.up_proj[e].t())
+                pieces.append(h @ self.down_proj[e].t())
+            y_MD = torch.cat(pieces) if pieces else x_MD.new_zeros(0, D)
+        # Un-permute into (token, slot) order and take the weighted sum over the K slots.
+        y_NKD = torch.empty_like(y_MD).index_copy_(0, order_M, y_MD).view(N, K, D)
+        return (y_NKD * weights_NK.unsqueeze(-1).to(y_NKD.dtype)).sum(1)
+
+
+class MoE(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate = Router(config)
+        self.experts = Experts(config)
+        self.shared_experts = (MLP(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts)
+                               if config.n_shared_experts > 0 else None)
+
+    def forward(self, x_BTD: torch.Tensor, want_scores: bool = False) -> tuple[torch.Tensor, RouterStats]:
+        B, T, D = x_BTD.shape
+        x_ND = x_BTD.reshape(-1, D)
+        weights_NK, idx_NK, scores_NE = self.gate(x_ND)
+        counts_E = torch.bincount(idx_NK.reshape(-1), minlength=self.gate.n_experts)
+        y_ND = self.experts(x_ND, weights_NK, idx_NK, counts_E)
+        if self.shared_experts is not None:
+            y_ND = y_ND + self.shared_experts(x_ND)
+        stats = RouterStats(load_E=counts_E.float(),
+                            scores_NE=scores_NE if want_scores else None,
+                            topk_idx_NK=idx_NK if want_scores else None)
+        return y_ND.view(B, T, D), stats

@@ -1,0 +1,164 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glm45.config import ModelConfig
+from glm45.model import GLM45ForCausalLM, count_parameters
+from glm45.model.layers import apply_partial_rope
+from glm45.model.params import count_module_parameters
+from helpers_model import randomize, tiny_config
+
+
+def test_mtp_composition_matches_definition():
+    cfg = tiny_config()
+    m = randomize(GLM45ForCausalLM(cfg), seed=5).eval()
+    ids = torch.randint(0, cfg.vocab_size, (2, 11))
+    with torch.no_grad():
+        out = m(ids, return_mtp=True)
+        h = out.hidden_states  # after the final norm
+        mtp = m.mtp
+        x = mtp.eh_proj(torch.cat([mtp.enorm(mtp.embed_tokens(ids[:, 1:])), mtp.hnorm(h[:, :-1])], -1))
+        pos = torch.arange(10).expand(2, 10)
+        rope = m.model.rotary(pos, x.dtype)
+        x = x + mtp.self_attn(mtp.input_layernorm(x), rope, None)
+        y, _ = mtp.mlp(mtp.post_attention_layernorm(x))
+        expected = mtp.shared_head.head(mtp.shared_head.norm(x + y))
+    # Causal attention: the first T-1 positions do not see the padded last one.
+    assert torch.allclose(out.mtp_logits[:, :-1], expected, atol=1e-5)
+    assert torch.allclose(m.mtp_forward(h[:, :-1], ids[:, 1:], pos), expected, atol=1e-5)
+
+
+def test_router_uses_bias_for_selection_only():
+    cfg = tiny_config(n_group=1, topk_group=1)
+    m = GLM45ForCausalLM(cfg).eval()
+    router = m.model.layers[1].mlp.gate
+    x = torch.randn(32, cfg.hidden_size)
+    w0, idx0, scores = router(x)
+    with torch.no_grad():
+        router.e_score_correction_bias[3] = 10.0  # expert 3 is now always chosen
+    w1, idx1, _ = router(x)
+    assert (idx1 == 3).any(dim=1).all()
+    # The weight given to expert 3 comes from its unbiased score, normalised and scaled.
+    pos = (idx1 == 3).nonzero()
+    picked = scores.gather(1, idx1)
+    expected = picked / picked.sum(-1, keepdim=True) * cfg.routed_scaling_factor
+    assert torch.allclose(w1, expected, atol=1e-6)
+    assert pos.shape[0] == 32
+
+
+def test_group_limited_selection_stays_in_top_groups():
+    cfg = tiny_config(n_routed_experts=8, n_group=4, topk_group=2, num_experts_per_tok=3)
+    m = GLM45ForCausalLM(cfg)
+    router = m.model.layers[1].mlp.gate
+    x = torch.randn(64, cfg.hidden_size)
+    _, idx, scores = router(x)
+    group_score = scores.view(64, 4, 2).topk(2, -1).values.sum(-1)
+    top_groups = group_score.topk(2, -1).indices
+    assert ((idx // 2).unsqueeze(-1) == top_groups.unsqueeze(1)).any(-1).all()
+
+
+def test_expert_load_counts_every_routed_token():
+    cfg = tiny_config()
+    m = GLM45ForCausalLM(cfg)
+    out = m(torch.randint(0, cfg.vocab_size, (3, 7)), return_mtp=True)
+    load = out.expert_load
+    assert load.shape == (cfg.num_hidden_layers - cfg.first_k_dense_replace + 1, cfg.n_routed_experts)
+    assert torch.all(load.sum(-1) == 3 * 7 * cfg.num_experts_per_tok)
+
+
+def test_router_scores_exposed_with_grad():
+    cfg = tiny_config()
+    m = GLM45ForCausalLM(cfg)
+    out = m(torch.randint(0, cfg.vocab_size, (2, 5)), return_router_scores=True)
+    s = out.router_stats[0]
+    assert s.scores_NE.shape == (10, cfg.n_routed_experts) and s.scores_NE.requires_grad
+    assert s.topk_idx_NK.shape == (10, cfg.num_experts_per_tok)
+
+
+def test_segments_isolate_documents():
+    cfg = tiny_config()
+    m = randomize(GLM45ForCausalLM(cfg), seed=6).eval()
+    a = torch.randint(0, cfg.vocab_size, (1, 5))
+    b = torch.randint(0, cfg.vocab_size, (1, 7))
+    packed = torch.cat([a, b], 1)
+    seg = torch.tensor([[0] * 5 + [1] * 7])
+    with torch.no_grad():
+        out = m(packed, segment_ids=seg).logits
+        assert torch.allclose(out[:, :5], m(a).logits, atol=1e-5)
+        assert torch.allclose(out[:, 5:], m(b).logits, atol=1e-5)
+
+
+def test_partial_rope_rotates_first_half_only_neox_style():
+    x = torch.randn(1, 1, 3, 8)
+    pos = torch.arange(3).unsqueeze(0)
+    rot = 4
+    inv = 1.0 / (10000 ** (torch.arange(0, rot, 2).float() / rot))
+    ang = pos[0, :, None].float() * inv
+    cos, sin = torch.cat([ang, ang], -1).cos()[None], torch.cat([ang, ang], -1).sin()[None]
+    y = apply_partial_rope(x, cos, sin)
+    assert torch.equal(y[..., 4:], x[..., 4:])
+    # Pair (i, i + rot/2) rotates as a complex number by angle pos * inv[i].
+    for i in range(rot // 2):
+        z = torch.complex(x[..., i], x[..., i + rot // 2]) * torch.polar(torch.ones_like(ang[:, i]), ang[:, i])
+        assert torch.allclose(y[..., i], z.real, atol=1e-6)
+        assert torch.allclose(y[..., i + rot // 2], z.imag, atol=1e-6)
+
+
+def test_rope_theta_change_changes_outputs():
+    cfg = tiny_config()
+    m = randomize(GLM45ForCausalLM(cfg)).eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, 20))
+    with torch.no_grad():
+        a = m(ids).logits
+        m.set_rope_theta(1_000_000.0)
+        b = m(ids).logits
+    assert m.config.rope_theta == 1_000_000.0
+    assert torch.allclose(a[:, 0], b[:, 0], atol=1e-5)  # position 0 is not rotated
+    assert not torch.allclose(a[:, -1], b[:, -1], atol=1e-4)
+
+
+def test_backward_reaches_every_parameter_in_bf16_autocast():
+    cfg = tiny_config()
+    m = GLM45ForCausalLM(cfg)
+    ids = torch.randint(0, cfg.vocab_size, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(ids, return_mtp=True)
+        loss = F.cross_entropy(out.logits.float().flatten(0, 1), ids.flatten()) + \
+            F.cross_entropy(out.mtp_logits.float().flatten(0, 1), ids.flatten())
+    loss.backward()
+    no_grad = [n for n, p in m.named_parameters() if p.grad is None]
+    # Embeddings of unseen tokens still get (zero) grads; the router and experts must get real ones.
+    assert no_grad == []
+    assert m.model.layers[1].mlp.gate.weight.grad.abs().sum() > 0
+    assert m.model.layers[1].mlp.experts.down_proj.grad.abs().sum() > 0
+
+
+def test_activation_checkpointing_gives_same_gradients():
+    cfg = tiny_config()
+    m = randomize(GLM45ForCausalLM(cfg))
+    ids = torch.randint(0, cfg.vocab_size, (2, 8))
+    grads = []
+    for ckpt in (False, True):
+        m.zero_grad()
+        m.gradient_checkpointing = ckpt
+        m(ids).logits.sum().backward()
+        grads.append(m.model.layers[0].self_attn.q_proj.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_parameter_counts_match_table1_and_live_modules():
+    full = count_parameters(ModelConfig.preset("glm-4.5"))
+    assert round(full["total"] / 1e9) == 355 and round(full["active"] / 1e9) == 32
+    air = count_parameters(ModelConfig.preset("glm-4.5-air"))
+    assert round(air["total"] / 1e9) == 108 and round(air["active"] / 1e9) == 12
+    with torch.device("meta"):  # the full model builds without allocating
+        big = GLM45ForCausalLM(ModelConfig.preset("glm-4.5"))
+    assert count_module_parameters(big)["total"] == full["total"]
+    cfg = tiny_config()
+    assert count_module_parameters(GLM45ForCausalLM(cfg))["total"] == count_parameters(cfg)["total"]
+
+
+def test_bad_input_shape_is_a_clear_error():
+    m = GLM45ForCausalLM(tiny_config())
+    with pytest.raises(ValueError, match="input_ids must be"):
+        m(torch.zeros(5, dtype=torch.long))
