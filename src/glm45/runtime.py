@@ -1,0 +1,42 @@
+"""Facts about the machine that decide how to run: device and the fastest training/inference dtype.
+
+bf16 is ~4x faster than fp32 on CPUs with AVX512-BF16/AMX and ~100x *slower* on CPUs without
+them (e.g. AVX2-only AMD EPYC: 1.4 GFLOP/s measured), so the CPU dtype is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import torch
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_is_fast(device_type: str = "cpu") -> bool:
+    """True when a bf16 matmul beats fp32 by at least 1.5x here (always True on CUDA)."""
+    if device_type == "cuda":
+        return True
+    a32, b32 = torch.randn(384, 256), torch.randn(256, 256)
+    a16, b16 = a32.bfloat16(), b32.bfloat16()
+
+    def best(a, b):
+        a @ b
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return best(a16, b16) * 1.5 < best(a32, b32)
+
+
+def compute_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype to autocast to on `device`: bf16 where it is fast, else fp32."""
+    device_type = torch.device(device).type
+    return torch.bfloat16 if bf16_is_fast(device_type) else torch.float32
