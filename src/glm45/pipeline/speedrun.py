@@ -35,6 +35,11 @@ class SpeedrunConfig:
         return 2_000_000 if self.quick else 30_000_000
 
     @property
+    def seq_lens(self) -> tuple[int, int, int]:
+        """Pre-training / mid-training / long-context sequence lengths (the paper's 4K/32K/128K, CPU-sized)."""
+        return (128, 512, 1024) if self.quick else (256, 1024, 2048)
+
+    @property
     def vocab_size(self) -> int:
         from glm45.config import ModelConfig
 
@@ -75,9 +80,28 @@ def stage_tokenizer(cfg: SpeedrunConfig, out: Path) -> dict[str, Any]:
     return {"metrics": {"vocab_size": tok.vocab_size, "chars_per_token": round(len(sample) / max(1, len(ids)), 3)}}
 
 
+def stage_shards(cfg: SpeedrunConfig, out: Path) -> dict[str, Any]:
+    """Tokenised, packed shards for every pre/mid-training stage (concat for pre-training,
+    best-fit for mid-training)."""
+    from glm45.data.stages import build_stage, load_stages, preset_stages
+    from glm45.tokenizer import GLMTokenizer
+
+    corpus = out.parent / "corpus"
+    tokenizer = GLMTokenizer.from_pretrained(out.parent / "tokenizer")
+    sets = {spec_src.name: spec_src.path for stage in load_stages(corpus / "stages.json") for spec_src in stage.sources}
+    pre, mid, long = cfg.seq_lens
+    metrics, tokens = {}, 0
+    for spec in preset_stages(sets, seq_len=pre, mid_seq_len=mid, long_seq_len=long, seed=cfg.seed):
+        summary = build_stage(spec, tokenizer, out / spec.name)
+        metrics[f"tokens_{spec.name}"] = summary["tokens"]
+        tokens += summary["tokens"]
+    return {"tokens": tokens, "metrics": metrics}
+
+
 STAGES: list[Stage] = [
     Stage("corpus", stage_corpus),
     Stage("tokenizer", stage_tokenizer, needs=("corpus",)),
+    Stage("shards", stage_shards, needs=("tokenizer",)),
 ]
 
 
