@@ -40,3 +40,19 @@ def compute_dtype(device: torch.device | str) -> torch.dtype:
     """The dtype to autocast to on `device`: bf16 where it is fast, else fp32."""
     device_type = torch.device(device).type
     return torch.bfloat16 if bf16_is_fast(device_type) else torch.float32
+
+
+COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def check_dtype_name(name: str, what: str = "dtype") -> None:
+    """Raise ValueError unless `name` is "auto" or a key of COMPUTE_DTYPES."""
+    if name != "auto" and name not in COMPUTE_DTYPES:
+        raise ValueError(f"{what} must be 'auto' or one of {sorted(COMPUTE_DTYPES)}, got {name!r}")
+
+
+def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
+    """"auto" -> compute_dtype(device); "bfloat16"/"float32" -> that dtype. Pin "float32" where
+    results must be reproducible across machines (bf16 is only picked where it is fast)."""
+    check_dtype_name(name)
+    return compute_dtype(device) if name == "auto" else COMPUTE_DTYPES[name]

@@ -77,10 +77,12 @@ class MTPLayer(DecoderLayer):
         self.eh_proj = nn.Linear(2 * d, d, bias=False)
         self.shared_head = SharedHead(config)
 
-    def forward(self, hidden_BTD, next_ids_BT, rope, mask, cache=None, want_scores=False):
+    def forward(self, hidden_BTD, next_ids_BT, rope, mask, cache=None, want_scores=False, select_BND=None):
         e_BTD = self.enorm(self.embed_tokens(next_ids_BT))
         x_BTD = self.eh_proj(torch.cat([e_BTD, self.hnorm(hidden_BTD)], dim=-1))
         x_BTD, stats = super().forward(x_BTD, rope, mask, cache, want_scores)
+        if select_BND is not None:  # only these positions need logits
+            x_BTD = x_BTD.gather(1, select_BND)
         return self.shared_head.head(self.shared_head.norm(x_BTD)), stats
 
 
@@ -106,7 +108,7 @@ class GLM45Model(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.rotary = RotaryEmbedding(config.rotary_dim, config.rope_theta)
+        self.rotary = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.head_dim)
 
     def forward(self, input_ids_BT, position_ids_BT, mask, cache=None, want_scores=False,
                 checkpoint_layers=False):
@@ -209,12 +211,21 @@ class GLM45ForCausalLM(nn.Module):
         return CausalLMOutput(logits=logits, hidden_states=hidden_BTD, mtp_logits=mtp_logits, router_stats=stats)
 
     def mtp_forward(self, hidden_BTD: torch.Tensor, next_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor,
-                    attn_mask: torch.Tensor | None = None, cache: KVCacheLike | None = None) -> torch.Tensor:
-        """MTP logits for drafting: hidden at positions t and the tokens at t+1 -> logits for t+2."""
+                    attn_mask: torch.Tensor | None = None, cache: KVCacheLike | None = None,
+                    logits_index: torch.Tensor | None = None) -> torch.Tensor:
+        """MTP logits for drafting: hidden at positions t and the tokens at t+1 -> logits for t+2.
+
+        Every position runs through the layer (its keys/values go to `cache`), but with
+        `logits_index` [B, N] (indices into T) only those positions get logits, [B, N, V]:
+        a decoder drafting from one position per row skips the head on the others.
+        """
         if self.mtp is None:
             raise ValueError("this model has no MTP layer (num_nextn_predict_layers = 0)")
         rope = self.model.rotary(position_ids_BT, hidden_BTD.dtype)
-        logits, _ = self.mtp(hidden_BTD, next_ids_BT, rope, attn_mask, cache)
+        select = None
+        if logits_index is not None:
+            select = logits_index.unsqueeze(-1).expand(-1, -1, hidden_BTD.shape[-1])
+        logits, _ = self.mtp(hidden_BTD, next_ids_BT, rope, attn_mask, cache, select_BND=select)
         return logits
 
     # ------------------------------------------------------------ checkpoints

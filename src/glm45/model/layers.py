@@ -7,7 +7,7 @@ Shape legend (suffixes on hot tensors):
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +25,23 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # Same arithmetic in one op (no casts, weight fused): decoding is op-overhead bound.
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         normed = F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(x.dtype)
         return self.weight * normed
+
+
+class Rope(NamedTuple):
+    """Rotary tables for one forward, shared by every layer: head-wide and pre-broadcast, so
+    applying them is four ops. `apply` equals `apply_partial_rope` with the usual cos/sin."""
+
+    cos_B1TE: torch.Tensor  # cos on the rotary dims, 1 on the pass-through dims
+    sin_B1TE: torch.Tensor  # -sin on the first rotary half, +sin on the second, 0 elsewhere
+    partner_E: torch.Tensor  # each dim's rotate-half partner (itself on pass-through dims)
+
+    def apply(self, x_BHTE: torch.Tensor) -> torch.Tensor:
+        return x_BHTE * self.cos_B1TE + x_BHTE.index_select(-1, self.partner_E) * self.sin_B1TE
 
 
 class RotaryEmbedding(nn.Module):
@@ -36,36 +51,46 @@ class RotaryEmbedding(nn.Module):
     device allocates nothing, and `set_theta` (the mid-training RoPE base change) is cheap.
     """
 
-    def __init__(self, rotary_dim: int, theta: float):
+    def __init__(self, rotary_dim: int, theta: float, head_dim: int | None = None):
         super().__init__()
         self.rotary_dim = rotary_dim
+        self.head_dim = head_dim or rotary_dim
         self.theta = theta
         self._cos: torch.Tensor | None = None
         self._sin: torch.Tensor | None = None
+        self._partner: torch.Tensor | None = None
 
     def set_theta(self, theta: float) -> None:
         self.theta = float(theta)
         self._cos = self._sin = None
 
     def _build(self, length: int, device: torch.device) -> None:
-        half = torch.arange(0, self.rotary_dim, 2, dtype=torch.float64, device=device)
-        inv_freq = 1.0 / (self.theta ** (half / self.rotary_dim))
+        R, E = self.rotary_dim, self.head_dim
+        half = torch.arange(0, R, 2, dtype=torch.float64, device=device)
+        inv_freq = 1.0 / (self.theta ** (half / R))
         pos = torch.arange(length, dtype=torch.float64, device=device)
-        angles = torch.outer(pos, inv_freq)
-        angles = torch.cat([angles, angles], dim=-1)  # rotate-half layout: both halves share a frequency
-        self._cos, self._sin = angles.cos().float(), angles.sin().float()
+        angles = torch.outer(pos, inv_freq)  # rotate-half layout: dims i and i + R/2 share a frequency
+        cos, sin = angles.cos(), angles.sin()
+        passthrough = torch.zeros(length, E - R, dtype=torch.float64, device=device)
+        # rotate_half(x) * sin == x[partner] * signed_sin: the sign of rotate_half moves into sin.
+        self._cos = torch.cat([cos, cos, passthrough + 1], dim=-1).float()
+        self._sin = torch.cat([-sin, sin, passthrough], dim=-1).float()
+        idx = torch.arange(E, device=device)
+        self._partner = torch.cat([idx[R // 2:R], idx[:R // 2], idx[R:]])
 
-    def forward(self, position_ids_BT: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, position_ids_BT: torch.Tensor, dtype: torch.dtype) -> Rope:
         needed = int(position_ids_BT.max()) + 1 if position_ids_BT.numel() else 1
         if self._cos is None or self._cos.shape[0] < needed or self._cos.device != position_ids_BT.device:
             self._build(max(needed, 256 if self._cos is None else 2 * self._cos.shape[0]), position_ids_BT.device)
-        cos_BTR = self._cos[position_ids_BT].to(dtype)
-        sin_BTR = self._sin[position_ids_BT].to(dtype)
-        return cos_BTR, sin_BTR
+        cos = self._cos[position_ids_BT].to(dtype).unsqueeze(1)
+        sin = self._sin[position_ids_BT].to(dtype).unsqueeze(1)
+        return Rope(cos, sin, self._partner)
 
 
 def apply_partial_rope(x_BHTE: torch.Tensor, cos_BTR: torch.Tensor, sin_BTR: torch.Tensor) -> torch.Tensor:
-    """Rotate the first R dims of each head NeoX-style (halves, not interleaved); pass the rest."""
+    """Rotate the first R dims of each head NeoX-style (halves, not interleaved); pass the rest.
+
+    The definition, with the usual [B, T, R] tables; the model applies the equivalent `Rope`."""
     rot = cos_BTR.shape[-1]
     x_rot, x_pass = x_BHTE[..., :rot], x_BHTE[..., rot:]
     cos, sin = cos_BTR.unsqueeze(1), sin_BTR.unsqueeze(1)
@@ -102,7 +127,7 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+    def forward(self, x_BTD: torch.Tensor, rope: Rope,
                 mask: torch.Tensor | None, cache: KVCacheLike | None = None) -> torch.Tensor:
         B, T, _ = x_BTD.shape
         q_BTHE = self.q_proj(x_BTD).view(B, T, self.n_heads, self.head_dim)
@@ -110,9 +135,8 @@ class Attention(nn.Module):
         v_BKTE = self.v_proj(x_BTD).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q_BTHE, k_BTKE = self.q_norm(q_BTHE), self.k_norm(k_BTKE)
-        cos, sin = rope
-        q_BHTE = apply_partial_rope(q_BTHE.transpose(1, 2), cos, sin)
-        k_BKTE = apply_partial_rope(k_BTKE.transpose(1, 2), cos, sin)
+        q_BHTE = rope.apply(q_BTHE.transpose(1, 2))
+        k_BKTE = rope.apply(k_BTKE.transpose(1, 2))
         if cache is not None:
             k_BKTE, v_BKTE = cache.update(self.layer_idx, k_BKTE, v_BKTE)
         # mask None means plain causal self-attention over these T tokens (the training fast path).

@@ -87,6 +87,25 @@ class Experts(nn.Module):
         self.up_proj = nn.Parameter(torch.empty(e, i, d))
         self.down_proj = nn.Parameter(torch.empty(e, d, i))
 
+    # The two weight accessors let a quantised subclass (glm45.infer.fp8) dequantise on use.
+    def expert_weights(self, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Expert e's (gate [I, D], up [I, D], down [D, I]) matrices."""
+        return self.gate_proj[e], self.up_proj[e], self.down_proj[e]
+
+    def stacked_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All experts' (gate [E, I, D], up [E, I, D], down [E, D, I])."""
+        return self.gate_proj, self.up_proj, self.down_proj
+
+    def use_grouped_mm(self, x_MD: torch.Tensor) -> bool:
+        """One grouped matmul per projection instead of a loop over experts: on CUDA in bf16,
+        and on CPU when no gradient is needed (the CPU kernel has no backward). It also avoids
+        the loop's host sync on the expert counts."""
+        if not hasattr(torch, "_grouped_mm"):
+            return False
+        if x_MD.is_cuda:
+            return x_MD.dtype == torch.bfloat16
+        return not torch.is_grad_enabled()
+
     def forward(self, x_ND: torch.Tensor, weights_NK: torch.Tensor, idx_NK: torch.Tensor,
                 counts_E: torch.Tensor) -> torch.Tensor:
         N, D = x_ND.shape
@@ -94,18 +113,20 @@ class Experts(nn.Module):
         order_M = idx_NK.reshape(-1).argsort(stable=True)
         token_M = order_M // K
         x_MD = x_ND.index_select(0, token_M)
-        if x_MD.is_cuda and hasattr(torch, "_grouped_mm") and x_MD.dtype == torch.bfloat16:
+        if self.use_grouped_mm(x_MD):
             offs = counts_E.cumsum(0).to(torch.int32)
-            h = F.silu(torch._grouped_mm(x_MD, self.gate_proj.transpose(1, 2), offs=offs)) * \
-                torch._grouped_mm(x_MD, self.up_proj.transpose(1, 2), offs=offs)
-            y_MD = torch._grouped_mm(h, self.down_proj.transpose(1, 2), offs=offs)
+            gate, up, down = self.stacked_weights()
+            h = F.silu(torch._grouped_mm(x_MD, gate.transpose(1, 2), offs=offs)) * \
+                torch._grouped_mm(x_MD, up.transpose(1, 2), offs=offs)
+            y_MD = torch._grouped_mm(h, down.transpose(1, 2), offs=offs)
         else:
             pieces = []
             for e, x_e in enumerate(torch.split(x_MD, counts_E.tolist())):
                 if x_e.shape[0] == 0:
                     continue
-                h = F.silu(x_e @ self.gate_proj[e].t()) * (x_e @ self.up_proj[e].t())
-                pieces.append(h @ self.down_proj[e].t())
+                gate, up, down = self.expert_weights(e)
+                h = F.silu(F.linear(x_e, gate)) * F.linear(x_e, up)
+                pieces.append(F.linear(h, down))
             y_MD = torch.cat(pieces) if pieces else x_MD.new_zeros(0, D)
         # Un-permute into (token, slot) order and take the weighted sum over the K slots.
         y_NKD = torch.empty_like(y_MD).index_copy_(0, order_M, y_MD).view(N, K, D)
