@@ -4,6 +4,13 @@ Measures forward + backward + optimizer step (AdamW for both, so the model code 
 compared) in fp32 and in bf16 autocast, in one process run, and prints JSON with tokens/s and
 the ratio glm45 / transformers.
 
+The `full_recipe` row times glm45's whole pre-training step as `glm45.train.Trainer` runs it —
+Muon + AdamW, LM + 0.3 · MTP loss + 1e-4 · sequence balance loss, gradient clipping, the
+loss-free balance-bias update, the metrics record — on the same config with its MTP layer,
+beside transformers + AdamW (fp32, no MTP). Both are also given as model-FLOP utilisation: the
+model's training FLOPs (6 × active matmul parameters incl. output heads + causal attention)
+per second over this machine's fp32 matmul peak, measured in the same run.
+
     python benchmarks/train_step.py [--steps 6] [--batch 8] [--seq 256]
 """
 
@@ -19,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from glm45.config import ModelConfig
-from glm45.model import GLM45ForCausalLM
+from glm45.model import GLM45ForCausalLM, count_parameters
 
 
 def bench_config() -> ModelConfig:
@@ -57,6 +64,48 @@ def timed(step, model, ids, amp, steps):
     return ids[:, 1:].numel() * steps / dt
 
 
+def fp32_matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """Best-of-`repeats` GFLOP/s of an n×n×n fp32 matmul: the peak the MFU figures divide by."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def train_flops_per_token(cfg: ModelConfig, seq: int) -> float:
+    """6 × (active parameters + output heads) + causal attention (QKᵀ and AV, forward ×3)."""
+    heads = cfg.vocab_size * cfg.hidden_size * (1 + cfg.num_nextn_predict_layers)
+    layers = cfg.num_hidden_layers + cfg.num_nextn_predict_layers
+    attention = 6 * layers * cfg.num_attention_heads * cfg.head_dim * seq  # 2·H·hd·T/2 per product, ×2, ×3
+    return 6 * (count_parameters(cfg)["active"] + heads) + attention
+
+
+def full_recipe_tokens_per_s(cfg: ModelConfig, ids: torch.Tensor, steps: int) -> float:
+    """glm45's whole training step (Trainer.train_step with Muon and the full objective)."""
+    from glm45.train.optim import build_optimizer
+    from glm45.train.schedules import ScheduleConfig
+    from glm45.train.trainer import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = GLM45ForCausalLM(cfg)
+    batch_tokens = ids[:, 1:].numel()
+    sched = ScheduleConfig(total_tokens=10**9, warmup_tokens=0, peak_lr=1e-3, batch_tokens=batch_tokens,
+                           batch_start_tokens=batch_tokens, batch_warmup_tokens=0, seq_len=ids.shape[1] - 1)
+    batch = {"input_ids": ids[:, :-1], "labels": ids[:, 1:]}
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(model, build_optimizer(model, 1e-3, ns_dtype="float32"), sched, None,
+                          TrainConfig(autocast_dtype="float32", progress=False, plots=False), out)
+        trainer.train_step([batch])  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step([batch])
+        return batch_tokens * steps / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=6)
@@ -82,6 +131,23 @@ def main() -> None:
         b = timed(_step_hf, hf, ids, amp, args.steps)
         result[name] = {"glm45_tokens_per_s": round(a), "transformers_tokens_per_s": round(b),
                         "ratio": round(a / b, 2)}
+        if name == "fp32":
+            hf_fp32 = b
+
+    peak = fp32_matmul_peak_gflops()
+    recipe_cfg = ModelConfig.preset("nano", vocab_size=8192, num_nextn_predict_layers=1, torch_dtype="float32")
+    full = full_recipe_tokens_per_s(recipe_cfg, ids, args.steps)
+    mfu = lambda tok_s, c: round(tok_s * train_flops_per_token(c, args.seq) / (peak * 1e9), 4)  # noqa: E731
+    result["fp32_matmul_peak_gflops"] = round(peak, 1)
+    result["fp32"]["glm45_mfu"] = mfu(result["fp32"]["glm45_tokens_per_s"], cfg)
+    result["fp32"]["transformers_mfu"] = mfu(hf_fp32, cfg)
+    result["full_recipe"] = {
+        "recipe": "glm45 Trainer step: Muon+AdamW, LM + 0.3·MTP + 1e-4·balance loss, grad clip, bias update "
+                  "(fp32, with the MTP layer) vs transformers + AdamW (fp32, LM loss, no MTP)",
+        "glm45_tokens_per_s": round(full), "glm45_mfu": mfu(full, recipe_cfg),
+        "transformers_adamw_tokens_per_s": round(hf_fp32), "transformers_mfu": mfu(hf_fp32, cfg),
+        "ratio": round(full / hf_fp32, 2),
+    }
     print(json.dumps(result, indent=2))
 
 
