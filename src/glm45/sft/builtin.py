@@ -1,0 +1,95 @@
+"""Built-in SFT data from the synthetic task families of `glm45.tasks`, by expert domain.
+
+- reasoning: arithmetic (worked steps as reasoning, `\\boxed{}` answer; verified with math-verify)
+  and Python function tasks (verified by their hidden tests in the sandbox);
+- agent: tool tasks of every kind (single, multi-step, parallel, irrelevant, multi-turn) with
+  their tools; verified by the call protocol and the terminal state;
+- general: short questions answered directly (capitals, spelling, counting, greetings), scored
+  by the reward-model hook against a reference answer.
+
+`reference_samples` gives training samples with reference answers (the cold start of each expert);
+`prompt_samples` gives the same problems as prompts (messages ending with the user's turn, with
+what the verifiers need in `meta`) for sampling from a model; agent prompts are `AgentTask`s
+(`agent_tasks`), since they are played out as episodes.
+"""
+
+from __future__ import annotations
+
+from glm45.data.document import Document
+from glm45.sft.agentic.tasks import AgentTask, builtin_tasks
+from glm45.sft.agentic.toolkit import Toolkit
+from glm45.sft.records import SFTError
+from glm45.tasks import generate_arithmetic, generate_code_tasks, generate_tool_tasks
+from glm45.tasks.arithmetic import to_messages as arithmetic_messages
+
+DOMAINS = ("reasoning", "agent", "general")
+AGENT_KINDS = ("single", "multi", "parallel", "irrelevant", "multiturn")
+
+
+def _code_test(task) -> dict:
+    """A code task's hidden asserts as a HumanEval-style record for glm45.eval.coding.run_tests."""
+    body = "\n".join("    " + line for line in task.tests.strip().splitlines())
+    return {"prompt": "", "entry_point": task.entry_point, "test": f"def check(candidate):\n{body}\n"}
+
+
+def _reasoning(n: int, seed: int, split: str, difficulty, code_fraction: float, thinking: bool) -> list[Document]:
+    n_code = round(n * code_fraction)
+    docs = []
+    for p in generate_arithmetic(n - n_code, seed, difficulty, split=split):
+        meta = {"domain": "reasoning", "verifier": "math", "answer": p.answer}
+        docs.append(Document(text="", id=p.id, source="arithmetic", meta=meta,
+                             messages=arithmetic_messages(p, thinking=thinking)))
+    for t in generate_code_tasks(n_code, seed, split=split, difficulty=1) if n_code else []:
+        meta = {"domain": "reasoning", "verifier": "code", "code_test": _code_test(t)}
+        docs.append(Document(text="", id=t.id, source="code", meta=meta, messages=t.to_messages(thinking=thinking)))
+    return docs
+
+
+def _general(n: int, seed: int, split: str) -> list[Document]:
+    docs = []
+    for t in generate_tool_tasks(n, seed, kinds=("irrelevant",), split=split):
+        meta = {"domain": "general", "verifier": "reward", "reference": t.answer, "require_reasoning": False}
+        messages = [{"role": "user", "content": t.user}, {"role": "assistant", "content": t.answer}]
+        docs.append(Document(text="", id=t.id.replace("tool", "general", 1), source="general", meta=meta,
+                             messages=messages))
+    return docs
+
+
+def agent_tasks(n: int, seed: int, split: str = "train", kinds=AGENT_KINDS, n_distractors: int = 2) -> list[AgentTask]:
+    return builtin_tasks(n, seed, kinds, split=split, n_distractors=n_distractors)
+
+
+def _agent(n: int, seed: int, split: str, thinking: bool, kinds, n_distractors: int) -> list[Document]:
+    docs, kit = [], Toolkit.builtin()
+    for task in agent_tasks(n, seed, split, kinds, n_distractors):
+        messages = task.reference if thinking else [
+            {k: v for k, v in m.items() if k != "reasoning_content"} for m in task.reference]
+        meta = {"domain": "agent", "verifier": "tool", "task": task.to_dict(), "require_reasoning": False}
+        docs.append(Document(text="", id=task.id, source="agent", meta=meta, messages=messages,
+                             tools=kit.schemas(task.tools)))
+    return docs
+
+
+def reference_samples(domain: str, n: int, seed: int, *, split: str = "train", difficulty=(1, 2),
+                      code_fraction: float = 0.0, thinking: bool = True, agent_kinds=AGENT_KINDS,
+                      n_distractors: int = 2) -> list[Document]:
+    """`n` training samples of `domain` with reference answers."""
+    if domain == "reasoning":
+        return _reasoning(n, seed, split, difficulty, code_fraction, thinking)
+    if domain == "agent":
+        return _agent(n, seed, split, thinking, agent_kinds, n_distractors)
+    if domain == "general":
+        return _general(n, seed, split)
+    raise SFTError(f"domain must be one of {DOMAINS}, got {domain!r}")
+
+
+def prompt_samples(domain: str, n: int, seed: int, *, split: str = "train", difficulty=(1, 2),
+                   code_fraction: float = 0.0, enable_thinking: bool = True) -> list[Document]:
+    """The reasoning or general problems as prompts (the reference answer removed)."""
+    if domain == "agent":
+        raise SFTError("agent prompts are AgentTasks played out as episodes: use agent_tasks()")
+    out = []
+    for d in reference_samples(domain, n, seed, split=split, difficulty=difficulty, code_fraction=code_fraction):
+        out.append(Document(text="", id=d.id, source=d.source, meta={**d.meta, "enable_thinking": enable_thinking},
+                            messages=[m for m in d.messages if m["role"] != "assistant"], tools=d.tools))
+    return out

@@ -1,0 +1,162 @@
+"""Expert model iteration (paper §3): train reasoning, agent and general experts from one base,
+sample from each with rejection sampling, and distill what passes into one hybrid model.
+
+    glm45 sft experts --base DIR --out DIR [--small]
+
+1. Cold start: each expert is fine-tuned from the base on its domain's reference data
+   (glm45.sft.builtin: worked arithmetic and code; tool-use trajectories; short general answers).
+2. Sampling, per expert on fresh training prompts of its domain:
+   - reasoning and general: `rejection_sample` (form filters, math-verify / sandboxed tests /
+     reward-model hook, prompt selection by response length, response scaling to k responses);
+   - agent: trajectories of the built-in tool tasks with the rule-based simulated user, kept when
+     the terminal-state and protocol judges accept them and the form filters pass them.
+3. Overall SFT: the base is fine-tuned on everything accepted (with `mix_reference`, also on the
+   cold-start data: small experts sample little that passes, and the loop should still run). Reasoning and agent samples are
+   re-balanced between thinking and non-thinking renderings (`distill_non_thinking_ratio`);
+   general answers stay non-thinking, as quick replies should.
+Every model (base, experts, hybrid) can be scored on the held-out checks of glm45.sft.evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glm45.data.document import Document, write_documents
+from glm45.infer import Engine
+from glm45.sft.agentic.judge import ProtocolJudge, StateJudge, judge_trajectories
+from glm45.sft.agentic.rollout import RolloutConfig, generate_trajectories
+from glm45.sft.agentic.toolkit import Toolkit
+from glm45.sft.builtin import AGENT_KINDS, DOMAINS, agent_tasks, prompt_samples, reference_samples
+from glm45.sft.dataset import SFTDataConfig
+from glm45.sft.evaluate import EvalConfig, evaluate_model
+from glm45.sft.filters import FilterPipeline, form_filters
+from glm45.sft.local_backend import LocalBackend
+from glm45.sft.records import SFTError, sample_document
+from glm45.sft.rejection import RejectionConfig, SamplingConfig, rejection_sample
+from glm45.sft.train import SFTTrainConfig, finetune
+from glm45.sft.verifiers import default_pipeline
+
+
+@dataclass
+class ExpertIterationConfig:
+    seed: int = 0
+    cold_start: dict[str, int] = field(default_factory=lambda: {"reasoning": 1200, "agent": 600, "general": 150})
+    prompts: dict[str, int] = field(default_factory=lambda: {"reasoning": 300, "agent": 150, "general": 80})
+    difficulty: tuple[int, ...] = (1, 2)
+    agent_kinds: tuple[str, ...] = AGENT_KINDS
+    n_distractors: int = 1
+    rejection: RejectionConfig = field(default_factory=lambda: RejectionConfig(
+        first_pass=1, k=4, keep_fraction=0.5, sampling=SamplingConfig(temperature=0.7, max_tokens=256)))
+    agent_samples: int = 2  # trajectories per agent task
+    agent_max_tokens: int = 256
+    expert_train: SFTTrainConfig = field(default_factory=lambda: SFTTrainConfig(epochs=4.0))
+    distill_train: SFTTrainConfig = field(default_factory=lambda: SFTTrainConfig(epochs=4.0))
+    data: SFTDataConfig = field(default_factory=lambda: SFTDataConfig(seq_len=2048, non_thinking_ratio=0.3))
+    distill_non_thinking_ratio: float = 0.3
+    mix_reference: bool = False  # also train the hybrid on the experts' cold-start data
+    evaluate: EvalConfig | None = field(default_factory=EvalConfig)
+    max_batch_size: int = 32  # engine rows when sampling
+
+    @classmethod
+    def small(cls, seq_len: int = 1024) -> ExpertIterationConfig:
+        """The loop on small data (minutes on a CPU with the tiny preset)."""
+        return cls(cold_start={"reasoning": 120, "agent": 30, "general": 20},
+                   prompts={"reasoning": 12, "agent": 6, "general": 6},
+                   agent_kinds=("single", "irrelevant"), n_distractors=0,
+                   rejection=RejectionConfig(first_pass=1, k=2, keep_fraction=0.5,
+                                             sampling=SamplingConfig(temperature=0.7, max_tokens=48)),
+                   agent_samples=1, agent_max_tokens=48,
+                   expert_train=SFTTrainConfig(max_steps=12, batch_size=2),
+                   distill_train=SFTTrainConfig(max_steps=12, batch_size=2),
+                   data=SFTDataConfig(seq_len=seq_len, non_thinking_ratio=0.3), mix_reference=True, evaluate=None,
+                   max_batch_size=16)
+
+
+def _engine(model_dir: str, config: ExpertIterationConfig) -> Engine:
+    return Engine.from_pretrained(model_dir, max_batch_size=config.max_batch_size, max_seq_len=config.data.seq_len)
+
+
+def cold_start_data(domain: str, config: ExpertIterationConfig) -> list[Document]:
+    return reference_samples(domain, config.cold_start[domain], config.seed, difficulty=config.difficulty,
+                             agent_kinds=config.agent_kinds, n_distractors=config.n_distractors)
+
+
+def sample_domain(domain: str, model_dir: str, config: ExpertIterationConfig) -> tuple[list[Document], dict[str, Any]]:
+    """Accepted samples of one expert on fresh prompts of its domain, and the counts."""
+    backend = LocalBackend(_engine(model_dir, config))
+    seed = config.seed + 1000  # prompts the cold start did not use (same split, other draws)
+    n = config.prompts[domain]
+    if domain == "agent":
+        tasks = agent_tasks(n, seed, "train", config.agent_kinds, config.n_distractors)
+        rollout = RolloutConfig(samples_per_task=config.agent_samples, temperature=config.rejection.sampling.temperature,
+                                max_tokens=config.agent_max_tokens, seed=seed)
+        trajectories = generate_trajectories(tasks, Toolkit.builtin(), backend, rollout)
+        judged, judge_report = judge_trajectories(trajectories, [StateJudge(), ProtocolJudge()])
+        kept, filter_report = FilterPipeline(form_filters(require_reasoning=False)).run(
+            [sample_document(t.to_sample()) for t in judged])
+        return kept, {"tasks": len(tasks), "trajectories": len(trajectories), "judges": judge_report,
+                      "filters": filter_report, "accepted": len(kept)}
+    prompts = prompt_samples(domain, n, seed, difficulty=config.difficulty, enable_thinking=domain != "general")
+    return rejection_sample(prompts, backend, default_pipeline(), config.rejection)
+
+
+def distillation_data(accepted: dict[str, list[Document]]) -> list[Document]:
+    """Everything accepted, ready for the overall SFT: reasoning and agent samples lose their
+    fixed mode so the data config's thinking ratio balances them; general stays non-thinking."""
+    out = []
+    for domain, docs in accepted.items():
+        for d in docs:
+            meta = {k: v for k, v in d.meta.items() if k not in ("rejected_by",)}
+            if domain != "general":
+                meta.pop("enable_thinking", None)
+            out.append(Document(text="", id=d.id, source=f"distill-{domain}", meta=meta, messages=d.messages,
+                                tools=d.tools))
+    return out
+
+
+def run_expert_iteration(base_dir: str, out_dir: str, config: ExpertIterationConfig | None = None,
+                         log=print) -> dict[str, Any]:
+    config = config or ExpertIterationConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    summary: dict[str, Any] = {"base": str(base_dir), "experts": {}, "sampling": {}}
+    accepted: dict[str, list[Document]] = {}
+    reference: list[Document] = []
+    for domain in DOMAINS:
+        data = cold_start_data(domain, config)
+        reference += data
+        write_documents(data, out / "cold_start" / f"{domain}.jsonl")
+        log(f"[{domain}] cold start: {len(data)} samples")
+        trained = finetune(base_dir, data, out / "experts" / domain, config.expert_train, config.data)
+        summary["experts"][domain] = {k: trained[k] for k in ("model_dir", "steps", "first_loss", "final_loss")}
+        log(f"[{domain}] expert: loss {trained['first_loss']:.3f} -> {trained['final_loss']:.3f}")
+        kept, report = sample_domain(domain, trained["model_dir"], config)
+        accepted[domain] = kept
+        summary["sampling"][domain] = report
+        write_documents(kept, out / "samples" / f"{domain}.jsonl")
+        log(f"[{domain}] sampling: {report['accepted']} accepted")
+    distill = distillation_data(accepted)
+    summary["distilled_samples"] = len(distill)
+    if config.mix_reference:
+        distill += reference
+    if not distill:
+        raise SFTError("no sample passed rejection sampling, so there is nothing to distill; train the experts "
+                       "longer (expert_train) or sample more prompts")
+    write_documents(distill, out / "samples" / "distill.jsonl")
+    data = SFTDataConfig(**{**asdict(config.data), "non_thinking_ratio": config.distill_non_thinking_ratio})
+    hybrid = finetune(base_dir, distill, out / "hybrid", config.distill_train, data)
+    summary["hybrid"] = {k: hybrid[k] for k in ("model_dir", "steps", "first_loss", "final_loss", "data")}
+    log(f"[hybrid] {summary['distilled_samples']} distilled samples ({len(distill)} in all), loss {hybrid['first_loss']:.3f} -> {hybrid['final_loss']:.3f}")
+    if config.evaluate is not None:
+        models = {"base": str(base_dir), **{f"expert_{d}": summary["experts"][d]["model_dir"] for d in DOMAINS},
+                  "hybrid": hybrid["model_dir"]}
+        summary["evaluation"] = {name: evaluate_model(_engine(d, config), config.evaluate) for name, d in models.items()}
+    summary["seconds"] = time.perf_counter() - t0
+    summary["config"] = asdict(config)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
