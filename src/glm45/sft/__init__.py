@@ -4,6 +4,5 @@ non-thinking mix, rejection sampling as a pipeline of filters, automatic agentic
 
 Modules: records (samples, thinking mode), dataset (encode + best-fit shards), loss, train
 (finetune), filters + verifiers (rejection-sampling pipeline), rejection (sampling, prompt
-selection, response scaling), local_backend (the engine as an eval Backend), builtin (task data
-by domain), experts (expert iteration), evaluate (held-out checks), experiment, cli.
+selection, response scaling), builtin (task data by domain), experts (expert iteration), evaluate (held-out checks), experiment, cli.
 """

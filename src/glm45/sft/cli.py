@@ -127,7 +127,7 @@ def _agent_data(args: argparse.Namespace) -> int:
         synthesize_tasks,
     )
     from glm45.sft.agentic.toolkit import LLMSimulator
-    from glm45.sft.local_backend import LocalBackend
+    from glm45.eval.local import LocalBackend
     from glm45.sft.records import sample_document
 
     if (args.model is None) == (args.base_url is None) or not args.out:

@@ -27,7 +27,7 @@ from glm45.sft.agentic.judge import StateJudge
 from glm45.sft.agentic.rollout import RolloutConfig, generate_trajectories
 from glm45.sft.agentic.tasks import builtin_tasks
 from glm45.sft.agentic.toolkit import Toolkit
-from glm45.sft.local_backend import LocalBackend
+from glm45.eval.local import LocalBackend
 from glm45.tasks import ToolTask, generate_arithmetic, score_calls
 from glm45.tasks.arithmetic import to_messages
 

@@ -34,7 +34,7 @@ from glm45.sft.builtin import AGENT_KINDS, DOMAINS, agent_tasks, prompt_samples,
 from glm45.sft.dataset import SFTDataConfig
 from glm45.sft.evaluate import EvalConfig, evaluate_model
 from glm45.sft.filters import FilterPipeline, form_filters
-from glm45.sft.local_backend import LocalBackend
+from glm45.eval.local import LocalBackend
 from glm45.sft.records import SFTError, sample_document
 from glm45.sft.rejection import RejectionConfig, SamplingConfig, rejection_sample
 from glm45.sft.train import SFTTrainConfig, finetune
