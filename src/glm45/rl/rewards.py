@@ -77,6 +77,8 @@ def reward_kinds() -> list[str]:
 
 def get_reward(kind: str) -> RewardFn:
     if kind not in _REGISTRY:
+        import glm45.envs  # noqa: F401  (registers the environments' reward kinds: ifeval, pathology, …)
+    if kind not in _REGISTRY:
         raise RLError(f"no reward registered for task kind {kind!r}; known: {reward_kinds()}")
     return _REGISTRY[kind].fn
 

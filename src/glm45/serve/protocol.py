@@ -7,13 +7,13 @@ because OpenAI clients send options (`user`, `metadata`, `store`, ...) this serv
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from glm45.chat.template import tool_call_arguments
 from glm45.serve.errors import FieldError
 
 MAX_N = 16
@@ -78,17 +78,7 @@ class FunctionCall(_Request):
     @field_validator("arguments")
     @classmethod
     def _parse_arguments(cls, v: str | dict) -> dict[str, Any]:
-        if isinstance(v, dict):
-            return v
-        if not v.strip():
-            return {}
-        try:
-            parsed = json.loads(v)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"function.arguments is not valid JSON ({e.msg} at position {e.pos})") from None
-        if not isinstance(parsed, dict):
-            raise ValueError(f"function.arguments must encode a JSON object, got {type(parsed).__name__}")
-        return parsed
+        return dict(tool_call_arguments(v, "function.arguments"))
 
 
 class ToolCallIn(_Request):
