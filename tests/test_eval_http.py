@@ -319,6 +319,6 @@ def test_cli_errors_are_clear(fake, tmp_path, capsys):
     assert glm45_main(base + ["--base-url", fake.url, "--api-key", API_KEY, "--tasks", f"math:{bad}"]) == 2
     assert f"{bad}:1: field 'answer'" in capsys.readouterr().err
     assert glm45_main(base + ["--model", str(tmp_path), "--tasks", "humaneval"]) == 2
-    assert "needs the inference engine" in capsys.readouterr().err
+    assert "is not a glm45 checkpoint" in capsys.readouterr().err
     assert glm45_main(base + ["--base-url", "ftp://x", "--tasks", "humaneval"]) == 2
     assert "http(s) URL" in capsys.readouterr().err

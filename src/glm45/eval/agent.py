@@ -3,15 +3,21 @@ check decides whether the task was completed.
 
 An episode alternates agent turns and user turns. In an agent turn the model answers the conversation
 so far; each tool call it makes runs in the record's environment and the result goes back to it, until
-it answers without a call — then the user speaks. The user is either scripted (``user_script``: its
-lines in order; the episode ends after the last) or simulated by an LLM with the paper's user prompt
-(Figure 11) and the record's ``instruction``; it ends the episode by saying ``###STOP###``. An episode
-also ends after ``max_turns`` agent turns.
+it answers without a call — then the user speaks. The user is one of
+- scripted (``user_script``: its lines in order; the episode ends after the last);
+- rule-based (``user_sim``: ``{"request", "followups": [{"keywords": [...], "reply"}], "max_turns"}``,
+  the offline user of ``glm45.tasks.UserSimulator``): it opens with the request, answers an agent's
+  question (a ``?``) with the replies of the follow-ups whose keywords it mentions (all pending ones
+  when it mentions none), and ends the episode when the agent says something that asks nothing;
+- simulated by an LLM with the paper's user prompt (Figure 11) and the record's ``instruction``; it
+  ends the episode by saying ``###STOP###``.
+An episode also ends after ``max_turns`` agent turns.
 
 Completion check (reward 1 only if all hold), from the record's ``expected``:
 - ``actions``: the ground-truth tool calls. When the environment keeps state, they are replayed on a
   fresh environment and the two final states must be equal (TAU-bench's rule: how the agent got
-  there does not matter); for a stateless environment each must appear among the agent's calls.
+  there does not matter); for a stateless environment each must appear among the agent's calls
+  (compared in the environment's ``canonical_call`` form when it has one, else exactly).
 - ``outputs``: strings the agent must have told the user (case-insensitive, commas ignored).
 - ``state``: a literal expected final state.
 
@@ -29,7 +35,7 @@ from typing import Any, Protocol
 from glm45.eval.backend import Backend, ChatRequest, ChatSample, EvalError
 from glm45.eval.kinds import ItemResult, RunContext, Score, TaskKind, get_field, item_seed, mean
 
-__all__ = ["AgentKind", "Episode", "LLMUser", "ScriptedUser", "STOP", "ToolEnvironment",
+__all__ = ["AgentKind", "Episode", "LLMUser", "RuleUser", "ScriptedUser", "STOP", "ToolEnvironment",
            "check_episode", "make_environment", "register_environment", "USER_PROMPT"]
 
 STOP = "###STOP###"
@@ -97,6 +103,9 @@ class ToolEnvironment(Protocol):
         """A JSON-able snapshot of what the tools changed, or None for a stateless environment."""
         ...
 
+    # Optional: ``canonical_call(name, arguments) -> comparable`` — the form in which two calls of a
+    # stateless environment count as the same action (e.g. defaults filled in, case folded).
+
 
 EnvironmentFactory = Callable[[dict], ToolEnvironment]
 _ENVIRONMENTS: dict[str, EnvironmentFactory] = {}
@@ -127,6 +136,23 @@ class ScriptedUser:
         return self.lines[said] if said < len(self.lines) else STOP
 
 
+class RuleUser:
+    """The rule-based offline user of `glm45.tasks.UserSimulator` (see module docstring)."""
+
+    def __init__(self, request: str, followups: list[dict], max_turns: int = 3):
+        from glm45.tasks import ToolTask, UserSimulator
+
+        task = ToolTask(id="", kind="multiturn", user=request, tools=[], steps=[], results=[], answer="",
+                        thoughts=[], followups=[dict(f) for f in followups])
+        self.sim = UserSimulator(task, max_turns=max_turns)
+
+    def respond(self, dialogue: list[dict]) -> str:
+        if not any(m["role"] == "user" for m in dialogue):
+            return self.sim.first_message()["content"]
+        reply = self.sim.respond(dialogue[-1]["content"])  # the agent's last words
+        return STOP if reply is None else reply["content"]
+
+
 class LLMUser:
     """A model playing the user, from the paper's user prompt and the task's instruction."""
 
@@ -153,7 +179,7 @@ class Episode:
     `advance(sample)` applies its answer."""
 
     env: ToolEnvironment
-    user: ScriptedUser | LLMUser
+    user: ScriptedUser | RuleUser | LLMUser
     agent_request: Callable[[list[dict], int], ChatRequest]  # (messages, turn) -> request
     system: str | None = None
     max_turns: int = 30
@@ -227,6 +253,10 @@ class Episode:
             self.messages.append({"role": "tool", "tool_call_id": cid, "content": result})
 
 
+def _exact_call(name: str, arguments: dict) -> tuple[str, str]:
+    return name, json.dumps(arguments, sort_keys=True)
+
+
 def _norm_output(s: str) -> str:
     return s.lower().replace(",", "")
 
@@ -244,13 +274,16 @@ def check_episode(record: dict, episode: Episode) -> Score:
             if reference.state() != final:
                 failures.append("final state differs from the state the expected actions lead to")
         else:
-            made = [(a["name"], json.dumps(a["arguments"], sort_keys=True)) for a in episode.actions]
+            canonical = getattr(episode.env, "canonical_call", None) or _exact_call
+            made = [canonical(a["name"], a["arguments"]) for a in episode.actions]
             for action in expected["actions"]:
-                key = (action["name"], json.dumps(action.get("arguments") or {}, sort_keys=True))
+                arguments = dict(action.get("arguments") or {})
+                key = canonical(action["name"], arguments)
                 if key in made:
                     made.remove(key)
                 else:
-                    failures.append(f"expected action not taken: {action['name']}({key[1]})")
+                    failures.append(f"expected action not taken: {action['name']}"
+                                    f"({json.dumps(arguments, sort_keys=True)})")
     if "state" in expected and final != expected["state"]:
         failures.append("final state differs from the expected state")
     said = _norm_output(" ".join(m["content"] for m in episode.dialogue if m["role"] == "agent"))
@@ -261,6 +294,15 @@ def check_episode(record: dict, episode: Episode) -> Score:
                                             "actions": episode.actions})
 
 
+def _check_user_sim(user_sim: dict, where: str) -> None:
+    get_field(user_sim, "request", str, f"{where}: user_sim")
+    get_field(user_sim, "max_turns", int, f"{where}: user_sim", required=False)
+    followups = get_field(user_sim, "followups", list, f"{where}: user_sim", required=False, default=[])
+    if not all(isinstance(f, dict) and isinstance(f.get("reply"), str) and isinstance(f.get("keywords"), list)
+               and all(isinstance(k, str) for k in f["keywords"]) for f in followups):
+        raise EvalError(f"{where}: 'user_sim.followups' must be a list of {{'keywords': [str], 'reply': str}}")
+
+
 class AgentKind(TaskKind):
     name = "agent"
     description = "multi-turn tool use with a simulated user and a rule-based completion check"
@@ -269,10 +311,14 @@ class AgentKind(TaskKind):
         make_environment(get_field(record, "env", str, where), get_field(record, "env_config", dict, where,
                                                                           required=False))
         script = get_field(record, "user_script", list, where, required=False)
-        if script is None:
+        user_sim = get_field(record, "user_sim", dict, where, required=False)
+        if script is not None:
+            if not script or not all(isinstance(line, str) for line in script):
+                raise EvalError(f"{where}: 'user_script' must be a non-empty list of strings")
+        elif user_sim is not None:
+            _check_user_sim(user_sim, where)
+        else:
             get_field(record, "instruction", str, where)
-        elif not script or not all(isinstance(line, str) for line in script):
-            raise EvalError(f"{where}: 'user_script' must be a non-empty list of strings")
         get_field(record, "system", str, where, required=False)
         get_field(record, "max_turns", int, where, required=False)
         expected = get_field(record, "expected", dict, where, required=False, default={})
@@ -288,7 +334,10 @@ class AgentKind(TaskKind):
         tools = env.tools()
         s = ctx.sampling
         if record.get("user_script"):
-            user: ScriptedUser | LLMUser = ScriptedUser(record["user_script"])
+            user: ScriptedUser | RuleUser | LLMUser = ScriptedUser(record["user_script"])
+        elif record.get("user_sim"):
+            sim = record["user_sim"]
+            user = RuleUser(sim["request"], sim.get("followups") or [], int(sim.get("max_turns", 3)))
         else:
             user = LLMUser(record["instruction"], seed)
 

@@ -4,6 +4,9 @@ Each sample is stored on its own, keyed by the backend's name, the request's con
 tools, sampling settings, seed — everything in `ChatRequest.identity()`) and the sample index; so a
 rerun with a larger k only generates the new samples. Files are written to a temporary name and
 renamed, so concurrent runs and crashes never leave a half-written entry.
+
+Log-likelihoods are not cached (one deterministic forward, cheap next to generation): a cached
+backend scores text exactly when the backend inside it can, by passing the call through.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from glm45.eval.backend import Backend, ChatRequest, ChatResult, ChatSample, OnResult
+from glm45.eval.backend import Backend, ChatRequest, ChatResult, ChatSample, OnResult, supports_loglikelihood
 
 __all__ = ["CachedBackend"]
 
@@ -30,6 +33,8 @@ class CachedBackend:
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
+        if supports_loglikelihood(inner):  # an attribute only then, so the capability check stays truthful
+            self.loglikelihood = inner.loglikelihood
 
     def _path(self, request: ChatRequest, j: int) -> Path:
         key = json.dumps({"backend": self.name, "request": request.identity(), "sample": j},

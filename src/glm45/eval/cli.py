@@ -3,15 +3,16 @@
     glm45 eval --base-url http://127.0.0.1:8000/v1 --tasks humaneval,math:aime24.jsonl --k 4 --out runs/eval
     glm45 eval --model runs/speedrun/chat --tasks humaneval --limit 20 --out runs/eval-local
 
-``--model DIR`` evaluates a local checkpoint through ``glm45.eval.local.make_backend(model_dir) ->
-Backend`` (built on the inference engine), imported only when asked for.
+``--model DIR`` evaluates a local checkpoint through ``glm45.eval.local.make_backend`` (the inference
+engine, batched; it can also score text, for base-model tasks), imported only when asked for.
+Built-in synthetic tasks (``arithmetic``, ``tool_calls``, ``agent``, ``heldout_text``) run offline;
+``--list-tasks`` shows them all.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import sys
 
@@ -50,17 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _local_backend(model_dir: str):
-    try:
-        local = importlib.import_module("glm45.eval.local")
-    except ModuleNotFoundError as e:
-        if e.name != "glm45.eval.local":
-            raise
-        raise EvalError("local evaluation (--model DIR) needs the inference engine backend glm45.eval.local, "
-                        "which this installation does not have yet; serve the model with `glm45 serve` and "
-                        "evaluate it with --base-url instead") from e
-    if not os.path.isdir(model_dir):
-        raise EvalError(f"--model {model_dir!r} is not a directory")
-    return local.make_backend(model_dir)
+    from glm45.eval.local import make_backend  # imported only when asked for: it loads torch
+
+    return make_backend(model_dir)
 
 
 def _run(args: argparse.Namespace) -> int:

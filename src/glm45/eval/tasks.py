@@ -21,8 +21,9 @@ Record schemas, by kind:
   function docs); ``ground_truth``: ``[{"func": {"param": [acceptable values; "" = may be omitted]}}]``,
   ``[]`` when no call should be made.
 - ``agent``: ``env`` (a registered environment) and ``env_config`` (dict); ``instruction`` (the
-  simulated user's goal) or ``user_script`` (the user's lines); ``expected``: ``{"actions":
-  [{"name", "arguments"}], "outputs": [str], "state": ...}``; ``max_turns`` (30).
+  LLM-simulated user's goal), ``user_script`` (the user's lines) or ``user_sim`` (a rule-based
+  user: ``{"request", "followups": [{"keywords", "reply"}], "max_turns"}``); ``expected``:
+  ``{"actions": [{"name", "arguments"}], "outputs": [str], "state": ...}``; ``max_turns`` (30).
 - ``perplexity`` (base models): ``text``.
 - ``loglik_choice`` (base models): ``context``; ``choices`` (continuations, appended verbatim);
   ``answer`` (index).
@@ -32,8 +33,9 @@ Built-in tasks are registered by name with one line, a JSONL path or a function 
     register_task("math500", "math", "/data/math500.jsonl")
     register_task("humaneval", "code", _humaneval_records)
 
-The package ``glm45.tasks``, when present, is imported before task names are resolved, so its
-``register_task`` calls take effect.
+The built-in synthetic tasks (``glm45.eval.builtin``: arithmetic, tool_calls, agent, heldout_text)
+and the package ``glm45.tasks``, when present, are imported before task names are resolved, so
+their ``register_task`` calls take effect.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def _load_plugins() -> None:
     global _plugins_loaded
     if not _plugins_loaded:
         _plugins_loaded = True
+        importlib.import_module("glm45.eval.builtin")
         if importlib.util.find_spec("glm45.tasks") is not None:
             importlib.import_module("glm45.tasks")
 
