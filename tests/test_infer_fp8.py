@@ -140,3 +140,12 @@ def test_bad_fp8_inputs_raise(pair):
         lin.set_weight(torch.zeros(3, 3))
     deq = dequantize_blockwise(lin.weight, lin.weight_scale_inv)
     assert deq.shape == (64, 160)
+
+
+def test_corrupt_weights_file_is_named_in_the_error(pair, tmp_path):
+    model, _ = pair
+    model.save_pretrained(tmp_path)
+    shard = next(tmp_path.glob("*.safetensors"))
+    shard.write_bytes(b"not safetensors at all")
+    with pytest.raises(FP8Error, match=shard.name):
+        is_fp8_checkpoint(tmp_path)

@@ -18,7 +18,7 @@ from contextlib import ExitStack
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from glm45.checkpoint.fp8 import BLOCK, dequantize_blockwise, quantize_blockwise
@@ -238,9 +238,12 @@ def _fp8_keys(directory: str) -> dict[str, tuple[str, bool]]:
 
     keys = {}
     for path in weight_files(directory):
-        with safe_open(path, framework="pt", device="cpu") as f:
-            for k in f.keys():
-                keys[k] = (path, k.endswith("weight_scale_inv"))
+        try:
+            with safe_open(path, framework="pt", device="cpu") as f:
+                for k in f.keys():
+                    keys[k] = (path, k.endswith("weight_scale_inv"))
+        except (SafetensorError, OSError) as e:
+            raise FP8Error(f"{path}: not a readable safetensors file ({e})") from None
     return keys
 
 
