@@ -168,6 +168,10 @@ class FP8Experts(_KeepFP8Dtypes, Experts):
         return tuple(dequantize_blockwise(getattr(self, p), getattr(self, p + "_scale_inv"), self.block,
                                           self.compute_dtype) for p in _PROJS)
 
+    def gathered_weights(self, idx_M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return tuple(dequantize_blockwise(getattr(self, p)[idx_M], getattr(self, p + "_scale_inv")[idx_M],
+                                          self.block, self.compute_dtype) for p in _PROJS)
+
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         for p in _PROJS:
             destination[prefix + p] = getattr(self, p)

@@ -96,6 +96,16 @@ class Experts(nn.Module):
         """All experts' (gate [E, I, D], up [E, I, D], down [E, D, I])."""
         return self.gate_proj, self.up_proj, self.down_proj
 
+    def gathered_weights(self, idx_M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The (gate [M, I, D], up [M, I, D], down [M, D, I]) matrices of experts idx_M."""
+        return self.gate_proj[idx_M], self.up_proj[idx_M], self.down_proj[idx_M]
+
+    def use_gathered(self, n_rows: int) -> bool:
+        """Decoding routes a few tokens: with no more (token, expert) rows than experts, copying
+        the chosen experts' weights into one batched matmul beats any per-expert dispatch
+        (the CPU grouped_mm loops over every expert, empty or not)."""
+        return n_rows <= self.n_experts and not torch.is_grad_enabled()
+
     def use_grouped_mm(self, x_MD: torch.Tensor) -> bool:
         """One grouped matmul per projection instead of a loop over experts: on CUDA in bf16,
         and on CPU in fp32 when no gradient is needed (the CPU kernel has no backward, and in
@@ -111,6 +121,12 @@ class Experts(nn.Module):
                 counts_E: torch.Tensor) -> torch.Tensor:
         N, D = x_ND.shape
         K = idx_NK.shape[1]
+        if self.use_gathered(N * K):
+            gate, up, down = self.gathered_weights(idx_NK.reshape(-1))
+            x_M1D = x_ND.repeat_interleave(K, dim=0).unsqueeze(1)
+            h_M1I = F.silu(torch.bmm(x_M1D, gate.transpose(1, 2))) * torch.bmm(x_M1D, up.transpose(1, 2))
+            y_NKD = torch.bmm(h_M1I, down.transpose(1, 2)).view(N, K, D)
+            return (y_NKD * weights_NK.unsqueeze(-1).to(y_NKD.dtype)).sum(1)
         order_M = idx_NK.reshape(-1).argsort(stable=True)
         token_M = order_M // K
         x_MD = x_ND.index_select(0, token_M)
