@@ -32,3 +32,11 @@ def test_report_has_table_metrics_and_plots(tmp_path):
 def test_report_of_an_empty_run_lists_every_stage_missing(tmp_path):
     text = make_report(tmp_path, ["corpus", "tokenizer"]).read_text()
     assert "| corpus | missing |" in text and "| tokenizer | missing |" in text and "## Plots" not in text
+
+
+def test_rl_loop_records_make_the_reward_plot(tmp_path):
+    rows = [{"step": 0, "eval_reward": 0.1}] + [{"step": i, "reward_mean": 0.1 * i} for i in range(1, 4)]
+    rows[-1]["eval_reward"] = 0.4
+    _stage(tmp_path, "rl", {"stage": "rl", "status": "done", "wall_s": 1.0}, rows)
+    text = make_report(tmp_path, ["rl"]).read_text()
+    assert "plots/reward.png" in text and (tmp_path / "plots" / "reward.png").stat().st_size > 1000

@@ -13,13 +13,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="nano", choices=sorted(PRESETS), help="model size (nano on a CPU)")
     p.add_argument("--quick", action="store_true", help="the same stages on a cut-down budget (~3 minutes)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a CPU shared with other jobs more threads stall)")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = SpeedrunConfig(out=args.out, preset=args.preset, quick=args.quick, seed=args.seed)
+    cfg = SpeedrunConfig(out=args.out, preset=args.preset, quick=args.quick, seed=args.seed, threads=args.threads)
     report = run_speedrun(cfg)
     print(f"\nreport: {report}")
     final = report.parent / "final"
-    if final.exists():
+    if final.exists():  # a link to the last model trained
         print(f"chat with it:  glm45 chat --model {final}\nserve it:      glm45 serve --model {final}")
     return 0

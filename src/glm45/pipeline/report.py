@@ -5,7 +5,8 @@ Stage summary convention (`<run>/<stage>/summary.json`):
   {"stage": str, "status": "done" | "missing" | "failed", "wall_s": float, "tokens": int,
    "tokens_per_s": float, "peak_rss_mb": float, "metrics": {name: number}, "note": str}
 Per-step records (`<run>/<stage>/metrics.jsonl`) may carry `tokens`, `loss`, `mtp_loss`,
-`max_violation` (list, one per MoE layer) and `reward`.
+`max_violation` (list, one per MoE layer), `reward` (or the RL loop's `reward_mean`) and
+`eval_reward` (held-out).
 """
 
 from __future__ import annotations
@@ -119,14 +120,17 @@ def make_report(run_dir: str | os.PathLike, stages: list[str], title: str = "glm
         lines.append("")
 
     figures = []
-    offset, loss_series, mtp_series = 0, [], []
+    end, loss_series, mtp_series = 0, [], []
     for s in stages:
         rows = [r for r in metrics[s] if "loss" in r and "tokens" in r]
         if rows:
+            # A stage that continues the previous one's count (mid-training) is plotted as is; one
+            # that counts from zero (SFT) starts where the previous curve ended.
+            offset = 0 if rows[0]["tokens"] >= end else end
             loss_series.append((s, [offset + r["tokens"] for r in rows], [r["loss"] for r in rows]))
             mtp = [r for r in rows if r.get("mtp_loss") is not None]
             mtp_series.append((s, [offset + r["tokens"] for r in mtp], [r["mtp_loss"] for r in mtp]))
-            offset += rows[-1]["tokens"]
+            end = offset + rows[-1]["tokens"]
     if _plot(plots / "loss.png", "training loss", "tokens (cumulative)", "loss", loss_series):
         figures.append(("Loss", "plots/loss.png"))
     if _plot(plots / "mtp_loss.png", "MTP loss", "tokens (cumulative)", "loss", mtp_series):
@@ -139,8 +143,12 @@ def make_report(run_dir: str | os.PathLike, stages: list[str], title: str = "glm
                          [r["max_violation"][layer] for r in rows]))
     if _plot(plots / "balance.png", "max balance violation per MoE layer", "step", "max load / mean - 1", viol):
         figures.append(("Balance violation", "plots/balance.png"))
-    reward = [(s, [r.get("step", i) for i, r in enumerate(rows)], [r["reward"] for r in rows])
-              for s in stages if (rows := [r for r in metrics[s] if "reward" in r])]
+    reward = []
+    for s in stages:
+        for key, label in (("reward", s), ("reward_mean", f"{s} (rollouts)"), ("eval_reward", f"{s} (held-out)")):
+            rows = [r for r in metrics[s] if r.get(key) is not None]
+            if rows:
+                reward.append((label, [r.get("step", i) for i, r in enumerate(rows)], [r[key] for r in rows]))
     if _plot(plots / "reward.png", "RL reward", "step", "mean reward", reward):
         figures.append(("RL reward", "plots/reward.png"))
     acc = [(s, summaries[s]["metrics"]["mtp_acceptance"]) for s in stages

@@ -1,5 +1,9 @@
 """`glm45 speedrun`: the whole GLM-4.5 system at toy scale, stage by stage, then a report card.
 
+Stages: corpus → tokenizer → shards (stages_data) → pretrain → midtrain (stages_train) → sft → rl
+(stages_post); each model stage ends with its evaluation (evals), and `<out>/final` links to the
+last model trained. Budgets: `budget.FULL` (≤ 30 minutes on 2 CPU cores) and `budget.QUICK`.
+
 Each stage writes `<out>/<stage>/summary.json` when it finishes; a stage whose summary says
 "done" is skipped on the next run, so an interrupted speedrun resumes where it stopped. A stage
 whose capability is not in this build yet is recorded as "missing" (with the reason) and the
@@ -9,6 +13,7 @@ stages that need its output are skipped, so the pipeline always runs end to end.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 import traceback
@@ -16,7 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from glm45.pipeline.budget import FULL, QUICK, Budget
 from glm45.pipeline.report import make_report
+from glm45.pipeline.stages_data import stage_corpus, stage_shards, stage_tokenizer
+from glm45.pipeline.stages_post import stage_rl, stage_sft
+from glm45.pipeline.stages_train import stage_midtrain, stage_pretrain
 
 
 class StageUnavailable(RuntimeError):
@@ -29,15 +38,11 @@ class SpeedrunConfig:
     preset: str = "nano"
     quick: bool = False
     seed: int = 0
+    threads: int = 1  # torch CPU threads: on a shared 2-core CPU one thread is as fast and never stalls
 
     @property
-    def corpus_chars(self) -> int:
-        return 2_000_000 if self.quick else 30_000_000
-
-    @property
-    def seq_lens(self) -> tuple[int, int, int]:
-        """Pre-training / mid-training / long-context sequence lengths (the paper's 4K/32K/128K, CPU-sized)."""
-        return (128, 512, 1024) if self.quick else (256, 1024, 2048)
+    def budget(self) -> Budget:
+        return QUICK if self.quick else FULL
 
     @property
     def vocab_size(self) -> int:
@@ -53,55 +58,14 @@ class Stage:
     needs: tuple[str, ...] = ()
 
 
-def stage_corpus(cfg: SpeedrunConfig, out: Path) -> dict[str, Any]:
-    from glm45.data.builtin import build_corpus
-
-    result = build_corpus(out, budget_chars=cfg.corpus_chars, seed=cfg.seed)
-    counts = result["counts"]
-    return {"metrics": {f"docs_{k}": v["docs"] for k, v in counts.items()},
-            "note": ", ".join(f"{k}: {v['chars'] / 1e6:.1f}M chars" for k, v in counts.items())}
-
-
-def stage_tokenizer(cfg: SpeedrunConfig, out: Path) -> dict[str, Any]:
-    from glm45.data.document import read_documents
-    from glm45.tokenizer import train_tokenizer
-
-    corpus = out.parent / "corpus"
-
-    def texts():
-        for path in sorted(corpus.glob("*.jsonl")):
-            for doc in read_documents(path):
-                yield doc.text if doc.text else json.dumps(doc.messages, ensure_ascii=False)
-
-    tok = train_tokenizer(texts(), cfg.vocab_size)
-    tok.save(out)
-    sample = next(texts())[:20000]
-    ids = tok.encode(sample)
-    return {"metrics": {"vocab_size": tok.vocab_size, "chars_per_token": round(len(sample) / max(1, len(ids)), 3)}}
-
-
-def stage_shards(cfg: SpeedrunConfig, out: Path) -> dict[str, Any]:
-    """Tokenised, packed shards for every pre/mid-training stage (concat for pre-training,
-    best-fit for mid-training)."""
-    from glm45.data.stages import build_stage, load_stages, preset_stages
-    from glm45.tokenizer import GLMTokenizer
-
-    corpus = out.parent / "corpus"
-    tokenizer = GLMTokenizer.from_pretrained(out.parent / "tokenizer")
-    sets = {spec_src.name: spec_src.path for stage in load_stages(corpus / "stages.json") for spec_src in stage.sources}
-    pre, mid, long = cfg.seq_lens
-    metrics, tokens = {}, 0
-    for spec in preset_stages(sets, seq_len=pre, mid_seq_len=mid, long_seq_len=long, seed=cfg.seed):
-        summary = build_stage(spec, tokenizer, out / spec.name)
-        metrics[f"tokens_{spec.name}"] = summary["tokens"]
-        tokens += summary["tokens"]
-    return {"tokens": tokens, "metrics": metrics}
-
-
 STAGES: list[Stage] = [
     Stage("corpus", stage_corpus),
     Stage("tokenizer", stage_tokenizer, needs=("corpus",)),
     Stage("shards", stage_shards, needs=("tokenizer",)),
+    Stage("pretrain", stage_pretrain, needs=("shards",)),
+    Stage("midtrain", stage_midtrain, needs=("pretrain",)),
+    Stage("sft", stage_sft, needs=("midtrain",)),
+    Stage("rl", stage_rl, needs=("sft",)),
 ]
 
 
@@ -119,11 +83,40 @@ def _status(stage_dir: Path) -> str | None:
         return None
 
 
+def _link_final(root: Path, stages: list[Stage]) -> None:
+    """`<root>/final` → the model of the last finished stage that has one."""
+    for stage in reversed(stages):
+        try:
+            summary = json.loads((root / stage.name / "summary.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if summary.get("status") == "done" and summary.get("model"):
+            final = root / "final"
+            if final.is_symlink() or final.exists():
+                final.unlink()
+            final.symlink_to(os.path.relpath(Path(summary["model"]).resolve(), root.resolve()))
+            return
+
+
 def run_speedrun(cfg: SpeedrunConfig, stages: list[Stage] | None = None, log=print) -> Path:
+    import torch
+
     stages = STAGES if stages is None else stages
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     (root / "speedrun.json").write_text(json.dumps(asdict(cfg), indent=2))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        _run_stages(cfg, stages, root, log)
+    finally:
+        torch.set_num_threads(threads)
+    _link_final(root, stages)
+    return make_report(root, [s.name for s in stages], title=f"glm45 speedrun ({cfg.preset}"
+                       + (", quick)" if cfg.quick else ")"))
+
+
+def _run_stages(cfg: SpeedrunConfig, stages: list[Stage], root: Path, log) -> None:
     for stage in stages:
         stage_dir = root / stage.name
         if _status(stage_dir) == "done":
@@ -153,6 +146,3 @@ def run_speedrun(cfg: SpeedrunConfig, stages: list[Stage] | None = None, log=pri
             summary["tokens_per_s"] = round(summary["tokens"] / max(wall, 1e-9), 1)
         _write_summary(stage_dir, summary)
         log(f"[{stage.name}] {status} in {wall:.1f}s" + (f": {fields.get('note')}" if status != "done" else ""))
-    report = make_report(root, [s.name for s in stages], title=f"glm45 speedrun ({cfg.preset}"
-                         + (", quick)" if cfg.quick else ")"))
-    return report

@@ -1,0 +1,64 @@
+"""How much of everything the speedrun does: the full run (≤ 30 minutes on 2 CPU cores) and
+`--quick` (~3 minutes, the CI end-to-end test).
+
+Measured on the 2-core CPU (nano preset, 1 torch thread, machine shared with other jobs):
+training runs at ~1,500 tokens/s in fp32 and no faster under bf16 autocast (Muon and the
+MoE dispatch dominate at this size), so every budget below is in tokens at that rate.
+
+SFT gets the largest share: tool calling appears late. From the same mid-trained model (2,400
+samples, half tool-use trajectories), 80 SFT steps gave 12.5% schema-valid tool calls on held-out
+tasks and 160 steps 80%.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    corpus_chars: int
+    seq_lens: tuple[int, int, int]  # pre-training / mid-training / long-context (paper: 4K / 32K / 128K)
+    heldout_fraction: float  # share of standard-library modules kept out of training
+    # pre-training (two concat stages) and mid-training (three best-fit stages)
+    pretrain_tokens: int
+    midtrain_tokens: int
+    pretrain_batch_tokens: int  # mid-training continues pre-training's batch-size schedule
+    # SFT: samples per domain, optimizer steps, packed rows
+    sft_reasoning: int
+    sft_agent: int
+    sft_general: int
+    sft_steps: int
+    sft_seq_len: int
+    sft_batch: int
+    # RL: GRPO steps over arithmetic and tool-call tasks
+    rl_steps: int
+    rl_prompts_per_step: int
+    rl_group_size: int
+    rl_max_tokens: int
+    rl_dynamic_sampling: bool  # train only on groups whose rewards differ (paper §3.2)
+    rl_eval_tasks: int
+    # evaluation after each model stage
+    eval_heldout_tokens: int  # held-out text scored for loss / bits-per-byte
+    eval_mtp_prompts: int  # held-out text prefixes continued with MTP speculative decoding
+    eval_mtp_tokens: int
+    eval_tasks: int  # held-out arithmetic problems and tool tasks per check
+    eval_episodes: int  # whole tool-use episodes (0: skipped)
+    eval_max_tokens: int
+
+
+FULL = Budget(
+    corpus_chars=8_000_000, seq_lens=(256, 1024, 2048), heldout_fraction=0.05,
+    pretrain_tokens=300_000, midtrain_tokens=120_000, pretrain_batch_tokens=4096,
+    sft_reasoning=1200, sft_agent=1200, sft_general=200, sft_steps=150, sft_seq_len=1024, sft_batch=4,
+    rl_steps=12, rl_prompts_per_step=8, rl_group_size=8, rl_max_tokens=96, rl_dynamic_sampling=True,
+    rl_eval_tasks=64, eval_heldout_tokens=40_000, eval_mtp_prompts=16, eval_mtp_tokens=64, eval_tasks=40,
+    eval_episodes=10, eval_max_tokens=160)
+
+QUICK = Budget(
+    corpus_chars=2_000_000, seq_lens=(128, 512, 1024), heldout_fraction=0.05,
+    pretrain_tokens=49_152, midtrain_tokens=16_384, pretrain_batch_tokens=4096,
+    sft_reasoning=300, sft_agent=60, sft_general=30, sft_steps=10, sft_seq_len=1024, sft_batch=2,
+    rl_steps=2, rl_prompts_per_step=4, rl_group_size=4, rl_max_tokens=48, rl_dynamic_sampling=False,
+    rl_eval_tasks=8, eval_heldout_tokens=8_000, eval_mtp_prompts=8, eval_mtp_tokens=32, eval_tasks=8,
+    eval_episodes=0, eval_max_tokens=96)
