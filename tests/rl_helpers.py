@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pytest
-import torch
 
 from conftest_serve import tiny_checkpoint
 from glm45.rl.rewards import Reward, register_reward
@@ -30,15 +28,6 @@ register_reward("test_parity", parity_reward, replace=True)
 def parity_tasks(n: int, offset: int = 0) -> list[dict]:
     return [{"id": f"p{offset + i}", "reward_kind": "test_parity", "prompt": f"Say something about {offset + i}."}
             for i in range(n)]
-
-
-@pytest.fixture
-def one_thread():
-    """Single-threaded torch: on a shared CPU the OpenMP pool's spinning costs far more than it gives."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class ScriptedEngine:

@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest_serve import TOOL, make_backend as serve_backend, scripted_model, start_server, tiny_checkpoint, \
     tokenizer, tool_chain
-from helpers_infer import one_thread  # noqa: F401 - autouse fixture
 
 from glm45.cli import main as glm45_main
 from glm45.eval.backend import EvalError, LoglikelihoodRequest, supports_loglikelihood

@@ -7,7 +7,6 @@ import transformers
 from glm45.infer import Engine, InferenceError, SamplingParams
 from glm45.infer.kv_cache import KVCache
 from glm45.model import GLM45ForCausalLM
-from helpers_infer import one_thread  # noqa: F401 - autouse fixture
 from helpers_model import randomize, tiny_config
 
 GREEDY = dict(temperature=0.0, ignore_eos=True)

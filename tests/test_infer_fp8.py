@@ -13,7 +13,6 @@ from glm45.infer import (Engine, FP8Experts, FP8Linear, SamplingParams, fp8_logi
 from glm45.infer.fp8 import FP8Error, is_fp8_checkpoint
 from glm45.model import GLM45ForCausalLM
 from glm45.model.moe import Router
-from helpers_infer import one_thread  # noqa: F401 - autouse fixture
 from helpers_model import randomize, tiny_config
 
 FP8 = torch.float8_e4m3fn

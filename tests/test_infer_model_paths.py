@@ -8,7 +8,6 @@ from glm45.infer import Engine
 from glm45.model import GLM45ForCausalLM
 from glm45.model.layers import RMSNorm, RotaryEmbedding, apply_partial_rope
 from glm45.model.moe import Experts
-from helpers_infer import one_thread  # noqa: F401 - autouse fixture
 from helpers_model import randomize, tiny_config
 
 

@@ -9,7 +9,6 @@ from scipy.stats import chi2
 from glm45.infer import Engine, SamplingParams
 from glm45.infer.sampling import SamplingBatch, filtered_probs
 from glm45.model import GLM45ForCausalLM
-from helpers_infer import one_thread  # noqa: F401 - autouse fixture
 from helpers_model import randomize, tiny_config
 
 

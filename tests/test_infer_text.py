@@ -13,7 +13,6 @@ from glm45.infer.cli_chat import ChatSession
 from glm45.infer.detok import TextTracker
 from glm45.model import GLM45ForCausalLM
 from glm45.tokenizer import train_tokenizer
-from helpers_infer import one_thread  # noqa: F401 - autouse fixture
 from helpers_model import randomize, tiny_config
 
 CORPUS = [f"The quick brown fox {i} jumps over the lazy dog. Hello world, stop here END of line {i * 7}."

@@ -16,15 +16,6 @@ from glm45.rl.reward_model import (
 from helpers_model import tiny_config
 
 
-@pytest.fixture
-def one_thread():
-    """The machine is shared: one intra-op thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_pairs_and_errors(tmp_path):
     pairs = synthetic_pairs(20, seed=0, kind="case")
     assert synthetic_pairs(20, seed=0, kind="case") == pairs and len({p["prompt"] for p in pairs}) > 5
@@ -49,7 +40,7 @@ def test_pairs_and_errors(tmp_path):
         synthetic_pairs(1, kind="poetry")
 
 
-def test_head_reads_the_last_real_token_and_ignores_padding(one_thread):
+def test_head_reads_the_last_real_token_and_ignores_padding():
     model = RewardModel(GLM45ForCausalLM(tiny_config())).eval()
     a, b = [5, 6, 7, 8, 9], [10, 11, 12]
     with torch.no_grad():
@@ -63,7 +54,7 @@ def test_head_reads_the_last_real_token_and_ignores_padding(one_thread):
     assert "score.weight" in trainable and not any(n.startswith(("lm.lm_head", "lm.mtp")) for n in trainable)
 
 
-def test_save_and_load_roundtrip(tmp_path, one_thread):
+def test_save_and_load_roundtrip(tmp_path):
     model = RewardModel(GLM45ForCausalLM(tiny_config())).eval()
     model.save_pretrained(tmp_path / "rm", max_length=64)
     loaded = RewardModel.from_pretrained(tmp_path / "rm").eval()
@@ -76,7 +67,7 @@ def test_save_and_load_roundtrip(tmp_path, one_thread):
 
 
 @pytest.mark.slow
-def test_rm_learns_a_preference_and_ranks_held_out_pairs(tmp_path, one_thread):
+def test_rm_learns_a_preference_and_ranks_held_out_pairs(tmp_path):
     from glm45.checkpoint.init_cli import init_checkpoint
 
     init_checkpoint("tiny", tmp_path / "base")

@@ -19,9 +19,7 @@ from glm45.rl.rollout import RolloutConfig
 from glm45.rl.trainer import PolicyTrainer, TrainerConfig
 from glm45.rl.weights import snapshot, state_bytes
 from glm45.tokenizer import GLMTokenizer
-from rl_helpers import one_thread, parity_tasks, tiny_dir  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from rl_helpers import parity_tasks, tiny_dir
 
 
 def _policy():

@@ -13,9 +13,7 @@ from glm45.rl.errors import RLError
 from glm45.rl.rollout import HTTPEngine, LocalEngine, RolloutConfig, RolloutStats, rollout, task_prompt
 from glm45.rl.sample import Status
 from glm45.tokenizer import GLMTokenizer
-from rl_helpers import ScriptedEngine, one_thread, parity_tasks, tiny_dir  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from rl_helpers import ScriptedEngine, parity_tasks, tiny_dir
 
 
 @pytest.fixture(scope="module")

@@ -23,16 +23,6 @@ from helpers_train import schedule, synthetic_shards, tiny_model, tiny_trainer
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matmuls gain nothing from threads, and on a shared machine OpenMP's spin-waiting
-    # makes oversubscribed threads tens of times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     return synthetic_shards(tmp_path_factory.mktemp("shards") / "concat")

@@ -6,20 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from glm45.cli import main
 from glm45.model import GLM45ForCausalLM
 from glm45.train.metrics import read_metrics
 from helpers_train import synthetic_shards
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,6 @@ from helpers_train import tiny_model
 X = IGNORE_INDEX
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_mtp_labels_shift_by_one_and_stop_at_segments_and_ignored_labels():
     labels = torch.tensor([[11, 12, 13, 14, 15, 16],
                            [21, X, 23, 24, X, X]])

@@ -6,20 +6,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
 
 from glm45.train.checkpoint import list_checkpoints
 from glm45.train.metrics import read_metrics
 from glm45.train.stages import StageError, discover_stages, plan_stages, run_stages, select_stages
 from helpers_train import schedule, synthetic_shards, tiny_model, tiny_trainer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

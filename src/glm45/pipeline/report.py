@@ -22,6 +22,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from glm45.train.metrics import read_metrics as read_metrics_file  # noqa: E402
+
 
 def read_summary(stage_dir: Path) -> dict[str, Any] | None:
     path = stage_dir / "summary.json"
@@ -34,16 +36,8 @@ def read_summary(stage_dir: Path) -> dict[str, Any] | None:
 
 
 def read_metrics(stage_dir: Path) -> list[dict[str, Any]]:
-    path = stage_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash mid-write
-    return rows
+    """The stage's metrics.jsonl records (a line cut by a crash mid-write is skipped)."""
+    return read_metrics_file(stage_dir / "metrics.jsonl")
 
 
 def _fmt(v: Any) -> str:
