@@ -75,27 +75,49 @@ def test_local_backend_generates_and_parses(base):
     assert sample.tool_calls[1]["name"] == "g" and "invalid_arguments" in sample.tool_calls[1]
 
 
-@pytest.mark.slow
-def test_tiny_model_learns_thinking_modes_and_beats_its_base(base, tmp_path):
-    """150 steps from a random init: reasoning when thinking is on, none when off, and held-out
-    arithmetic above the base's. Tool calls are not asserted here: with the 512-token vocabulary
-    of `glm45 init`, tool prompts (600-900 tokens) do not fit seq_len 512 and are dropped as
-    overlong (counted below); at seq_len 1024 the model does not learn well-formed calls within
-    this budget (measured: valid_call 0.0, see docs/LOG.md) — the speedrun's SFT stage measures it."""
-    from glm45.infer import Engine
-    from glm45.sft.evaluate import EvalConfig, evaluate_model
+@pytest.fixture(scope="module")
+def chat_base(tmp_path_factory):
+    """A tiny base whose tokenizer has 2048 ids instead of the preset's 512: a tool prompt is ~500
+    tokens instead of ~650 and a tool name a few tokens instead of ~8. Measured (docs/LOG.md), that
+    is what lets a randomly initialised model this small write schema-valid calls in about a minute."""
+    path = tmp_path_factory.mktemp("sft") / "chat_base"
+    init_checkpoint("tiny", path, 0, vocab_size=2048)
+    return path
 
-    data = reference_samples("reasoning", 400, 0, difficulty=1)
-    summary = finetune(base, data, tmp_path / "sft",
-                       SFTTrainConfig(max_steps=150, batch_size=4, lr=4e-3, warmup_steps=5, progress=False,
-                                      dtype="float32"),
-                       SFTDataConfig(seq_len=512, non_thinking_ratio=0.3))
+
+@pytest.mark.slow
+def test_tiny_model_learns_the_chat_format(chat_base, tmp_path):
+    """400 steps from a random init (~70 s on this machine): reasoning when thinking is on,
+    none when off, tool calls that parse and fit their schemas, and held-out accuracy above the
+    base's."""
+    from glm45.infer import Engine
+    from glm45.sft.evaluate import EvalConfig, evaluate_arithmetic, evaluate_model
+
+    # Agent-heavy: valid calls are what a random init learns slowest, and the short arithmetic
+    # samples fill the gaps of the packed rows. MTP off: it did not speed learning here and costs
+    # ~30% more per step. Batch 1 at lr 1e-2 learned more per token than batch 2-4.
+    data = (reference_samples("reasoning", 200, 0, difficulty=1)
+            + reference_samples("agent", 400, 0, n_distractors=0, agent_kinds=("single",)))
+    summary = finetune(chat_base, data, tmp_path / "sft",
+                       SFTTrainConfig(max_steps=400, batch_size=1, lr=1e-2, warmup_steps=5, mtp_weight=0.0,
+                                      dtype="float32", progress=False),
+                       SFTDataConfig(seq_len=1024, non_thinking_ratio=0.3))
     assert summary["data"]["dropped_overlong"] == 0 and summary["data"]["non_thinking"] > 0
     assert summary["final_loss"] < summary["first_loss"] - 3
-    config = EvalConfig(n_arithmetic=20, n_tools=0, n_episodes=0, difficulty=(1,), max_tokens=64)
-    tuned = evaluate_model(Engine.from_pretrained(summary["model_dir"], max_batch_size=32, max_seq_len=512), config)
-    before = evaluate_model(Engine.from_pretrained(base, max_batch_size=32, max_seq_len=512), config)
+    # A reference first turn (reasoning + call) is up to ~90 tokens, after a prompt of up to ~560:
+    # a smaller budget would cut every correct call off and count it as a failure.
+    config = EvalConfig(n_arithmetic=100, n_tools=30, n_episodes=0, difficulty=(1,), tool_kinds=("single",),
+                        n_distractors=0, max_tokens=128)
+    tuned = evaluate_model(Engine.from_pretrained(summary["model_dir"], max_batch_size=32, max_seq_len=1024), config)
+    before = evaluate_arithmetic(Engine.from_pretrained(chat_base, max_batch_size=32, max_seq_len=1024), config)
     assert tuned["reasoning_when_on"] >= 0.9 and tuned["no_think_when_off"] >= 0.9
+    # Strict: well-formed markup naming the offered tool, every required argument, and types, enums
+    # and patterns (phone numbers, times) right. A model that has not learned the format scores 0;
+    # with data and training seeds 0, 1, 2 this run scored 0.67, 0.60, 0.57 (320 steps: 0.27-0.63).
+    assert tuned["valid_call"] >= 0.3
+    # At this size and budget the boxed answers are right about as often as a guess of the right
+    # form would be (0.03 and 0.07 over 100 problems, seeds 0 and 1); what the random base lacks
+    # (0.0) is the form.
     assert tuned["accuracy_thinking_on"] > before["accuracy_thinking_on"]
 
 

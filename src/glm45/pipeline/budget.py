@@ -49,9 +49,9 @@ class Budget:
 
 FULL = Budget(
     corpus_chars=8_000_000, seq_lens=(256, 1024, 2048), heldout_fraction=0.05,
-    pretrain_tokens=300_000, midtrain_tokens=120_000, pretrain_batch_tokens=4096,
-    sft_reasoning=1200, sft_agent=1200, sft_general=200, sft_steps=150, sft_seq_len=1024, sft_batch=4,
-    rl_steps=12, rl_prompts_per_step=8, rl_group_size=8, rl_max_tokens=96, rl_dynamic_sampling=True,
+    pretrain_tokens=300_000, midtrain_tokens=100_000, pretrain_batch_tokens=4096,
+    sft_reasoning=1200, sft_agent=1200, sft_general=200, sft_steps=170, sft_seq_len=1024, sft_batch=4,
+    rl_steps=10, rl_prompts_per_step=8, rl_group_size=8, rl_max_tokens=96, rl_dynamic_sampling=True,
     rl_eval_tasks=64, eval_heldout_tokens=40_000, eval_mtp_prompts=16, eval_mtp_tokens=64, eval_tasks=40,
     eval_episodes=10, eval_max_tokens=160)
 
