@@ -26,3 +26,16 @@ def randomize(model: GLM45ForCausalLM, seed: int = 0) -> GLM45ForCausalLM:
             if name.endswith("e_score_correction_bias"):
                 b.copy_(0.05 * torch.randn(b.shape, generator=g))
     return model
+
+
+def apply_partial_rope(x_BHTE: torch.Tensor, cos_BTR: torch.Tensor, sin_BTR: torch.Tensor) -> torch.Tensor:
+    """Rotate the first R dims of each head NeoX-style (halves, not interleaved); pass the rest.
+
+    The textbook definition with the usual [B, T, R] tables: the reference the model's `Rope`
+    tables are tested against."""
+    rot = cos_BTR.shape[-1]
+    x_rot, x_pass = x_BHTE[..., :rot], x_BHTE[..., rot:]
+    cos, sin = cos_BTR.unsqueeze(1), sin_BTR.unsqueeze(1)
+    x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2:]
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)

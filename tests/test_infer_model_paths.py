@@ -6,9 +6,9 @@ import torch.nn.functional as F
 
 from glm45.infer import Engine
 from glm45.model import GLM45ForCausalLM
-from glm45.model.layers import RMSNorm, RotaryEmbedding, apply_partial_rope
+from glm45.model.layers import RMSNorm, RotaryEmbedding
 from glm45.model.moe import Experts
-from helpers_model import randomize, tiny_config
+from helpers_model import apply_partial_rope, randomize, tiny_config
 
 
 @pytest.mark.parametrize("rotary, head", [(16, 32), (8, 8), (64, 128)])

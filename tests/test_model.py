@@ -4,9 +4,8 @@ import torch.nn.functional as F
 
 from glm45.config import ModelConfig
 from glm45.model import GLM45ForCausalLM, count_parameters
-from glm45.model.layers import apply_partial_rope
 from glm45.model.params import count_module_parameters
-from helpers_model import randomize, tiny_config
+from helpers_model import apply_partial_rope, randomize, tiny_config
 
 
 def test_mtp_composition_matches_definition():

@@ -65,6 +65,11 @@ def check_dtype_name(name: str, what: str = "dtype") -> None:
         raise ValueError(f"{what} must be 'auto' or one of {sorted(COMPUTE_DTYPES)}, got {name!r}")
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """"bfloat16" / "float32": the name configs and the optimizer's `ns_dtype` take."""
+    return str(dtype).removeprefix("torch.")
+
+
 def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
     """"auto" -> compute_dtype(device); "bfloat16"/"float32" -> that dtype. Pin "float32" where
     results must be reproducible across machines (bf16 is only picked where it is fast)."""

@@ -254,12 +254,14 @@ class SingleTurnEnv(Environment):
     def _start(self, task: Any) -> tuple[list[Message], list[dict]]:
         if not isinstance(task, Mapping) or not isinstance(task.get("reward_kind"), str):
             raise EnvError(f"a single-turn task needs a 'reward_kind', got {str(task)[:200]}")
-        messages = task.get("messages")
-        if messages is None:
-            if not isinstance(task.get("prompt"), str):
-                raise EnvError(f"task {task.get('id', '')!r} needs 'messages' or a 'prompt' string")
-            messages = [{"role": "user", "content": task["prompt"]}]
-        return list(messages), list(task.get("tools") or [])
+        from glm45.rl.errors import RLError
+        from glm45.rl.rollout import task_prompt
+
+        try:
+            messages, tools, _ = task_prompt(task)
+        except RLError as e:
+            raise EnvError(str(e)) from None
+        return messages, tools
 
     def _act(self, turn: Turn, call_ids: list[str]) -> Step:
         from glm45.rl.rewards import compute_reward

@@ -34,7 +34,8 @@ class RMSNorm(nn.Module):
 
 class Rope(NamedTuple):
     """Rotary tables for one forward, shared by every layer: head-wide and pre-broadcast, so
-    applying them is four ops. `apply` equals `apply_partial_rope` with the usual cos/sin."""
+    applying them is four ops. `apply` equals the textbook rotate-half RoPE on the first
+    `rotary_dim` dims (tests/helpers_model.apply_partial_rope checks it)."""
 
     cos_B1TE: torch.Tensor  # cos on the rotary dims, 1 on the pass-through dims
     sin_B1TE: torch.Tensor  # -sin on the first rotary half, +sin on the second, 0 elsewhere
@@ -85,18 +86,6 @@ class RotaryEmbedding(nn.Module):
         cos = self._cos[position_ids_BT].to(dtype).unsqueeze(1)
         sin = self._sin[position_ids_BT].to(dtype).unsqueeze(1)
         return Rope(cos, sin, self._partner)
-
-
-def apply_partial_rope(x_BHTE: torch.Tensor, cos_BTR: torch.Tensor, sin_BTR: torch.Tensor) -> torch.Tensor:
-    """Rotate the first R dims of each head NeoX-style (halves, not interleaved); pass the rest.
-
-    The definition, with the usual [B, T, R] tables; the model applies the equivalent `Rope`."""
-    rot = cos_BTR.shape[-1]
-    x_rot, x_pass = x_BHTE[..., :rot], x_BHTE[..., rot:]
-    cos, sin = cos_BTR.unsqueeze(1), sin_BTR.unsqueeze(1)
-    x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2:]
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
 
 
 class KVCacheLike(Protocol):

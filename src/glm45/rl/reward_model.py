@@ -238,7 +238,7 @@ def train_reward_model(base: str | os.PathLike, pairs: Sequence[PreferencePair],
     Writes `metrics.jsonl` and `summary.json` there; returns the summary."""
     from tqdm import tqdm
 
-    from glm45.runtime import bf16_is_fast
+    from glm45.runtime import compute_dtype, dtype_name
     from glm45.tokenizer import GLMTokenizer
     from glm45.train.optim import build_optimizer
 
@@ -260,7 +260,7 @@ def train_reward_model(base: str | os.PathLike, pairs: Sequence[PreferencePair],
     held = _encode_pairs(tokenizer, eval_pairs, config.max_length)
     pad = tokenizer.pad_token_id
     # Newton–Schulz in bf16 only where bf16 is fast (it is ~100x slower on CPUs without it)
-    ns_dtype = "bfloat16" if bf16_is_fast(torch.device(device).type) else "float32"
+    ns_dtype = dtype_name(compute_dtype(device))
     optimizer = build_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, adamw_lr=config.adamw_lr,
                                 ns_dtype=ns_dtype)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)

@@ -58,10 +58,10 @@ def _build_optimizer(model: torch.nn.Module, cfg: TrainerConfig, dtype: torch.dt
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    from glm45.runtime import dtype_name
     from glm45.train.optim import build_optimizer
 
-    ns = "bfloat16" if dtype == torch.bfloat16 else "float32"
-    return build_optimizer(model, cfg.lr, cfg.weight_decay, ns_dtype=ns, betas=cfg.betas)
+    return build_optimizer(model, cfg.lr, cfg.weight_decay, ns_dtype=dtype_name(dtype), betas=cfg.betas)
 
 
 class PolicyTrainer:

@@ -241,11 +241,8 @@ class OpenAIService:
             lp = None
             if pending_lp[i]:
                 lp, pending_lp[i] = {"content": pending_lp[i]}, []
-            body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                    "choices": [{"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish}]}
-            if include_usage:
-                body["usage"] = None
-            return sse(body)
+            return _stream_chunk(rid, "chat.completion.chunk", created, req.model, include_usage,
+                                 {"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish})
 
         self.metrics.in_flight.inc()
         try:
@@ -363,11 +360,8 @@ class OpenAIService:
         n_prompt = sum(len(ids) for ids, _, _ in jobs)
 
         def chunk(c: int, text: str, lp: dict | None, finish: str | None) -> str:
-            body = {"id": rid, "object": "text_completion", "created": created, "model": req.model,
-                    "choices": [{"index": c, "text": text, "logprobs": lp, "finish_reason": finish}]}
-            if include_usage:
-                body["usage"] = None
-            return sse(body)
+            return _stream_chunk(rid, "text_completion", created, req.model, include_usage,
+                                 {"index": c, "text": text, "logprobs": lp, "finish_reason": finish})
 
         self.metrics.in_flight.inc()
         try:
@@ -394,3 +388,12 @@ class OpenAIService:
         finally:
             self.metrics.in_flight.dec()
             self._record("completions", tally, n_prompt, reasons)
+
+
+def _stream_chunk(rid: str, obj: str, created: int, model: str, include_usage: bool, choice: dict) -> str:
+    """One SSE chunk with one choice; `usage` is null on every chunk but the final one when the
+    client asked for it (stream_options.include_usage), as OpenAI sends it."""
+    body = {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]}
+    if include_usage:
+        body["usage"] = None
+    return sse(body)

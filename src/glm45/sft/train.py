@@ -33,7 +33,7 @@ import torch
 from glm45.data.document import Document
 from glm45.data.loader import PackedLoader
 from glm45.data.shards import load_index
-from glm45.runtime import check_dtype_name, resolve_dtype
+from glm45.runtime import check_dtype_name, dtype_name, resolve_dtype
 from glm45.sft.dataset import SFTDataConfig, build_sft_dataset
 from glm45.sft.records import SFTError
 from glm45.train.checkpoint import latest_checkpoint
@@ -131,13 +131,13 @@ def finetune(base_dir: str | os.PathLike, samples: Iterable[Document], out_dir: 
     torch.manual_seed(train.seed)
     model = parallelize(model, train.parallel, info)
     dtype = resolve_dtype(train.dtype, info.device)
-    optimizer = build_optimizer(model, train.lr, train.weight_decay, ns_dtype=str(dtype).removeprefix("torch."))
+    optimizer = build_optimizer(model, train.lr, train.weight_decay, ns_dtype=dtype_name(dtype))
     loader = PackedLoader(out / "data", train.batch_size, seed=train.seed, rank=info.rank, world_size=info.world_size)
     rows_per_step = train.batch_size * train.grad_accum * info.world_size
     steps = train.max_steps or max(1, math.ceil(train.epochs * index["num_rows"] / rows_per_step))
     schedule = _schedule(train, steps, rows_per_step * data.seq_len, data.seq_len)
     config = TrainConfig(grad_clip=train.grad_clip, checkpoint_every=train.checkpoint_every,
-                         progress=train.progress, name="sft", autocast_dtype=str(dtype).removeprefix("torch."))
+                         progress=train.progress, name="sft", autocast_dtype=dtype_name(dtype))
     trainer = Trainer(model, optimizer, schedule, loader, config, out, info=info, stage="sft",
                       loss_fn=LMLoss(aux_weight=train.aux_loss_weight, mtp=train.mtp_weight > 0))
     if found is not None:

@@ -211,7 +211,7 @@ _BODIES = ("See you at noon.", "The report is attached.", "Are you free on Satur
            "Can we move our call to 3pm?", "Happy birthday!")
 _TEXTS = ("I'm running late.", "Call me when you can.", "Dinner is ready.", "On my way!", "Meeting moved to 4pm.")
 _LABELS = ("gym", "meeting", "take medicine", "call mom", "wake up", "pick up kids", "laundry")
-_TODOS = ("buy milk", "call the bank", "book flights", "water the plants", "renew passport", "pay rent",
+_CHORES = ("buy milk", "call the bank", "book flights", "water the plants", "renew passport", "pay rent",
           "clean the garage", "email the landlord")
 _EVENTS = ("Dentist appointment", "Team meeting", "Birthday party", "Yoga class", "Book club", "Piano lesson")
 _CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Egypt": "Cairo",
@@ -328,7 +328,7 @@ def _single(rng: random.Random) -> _Draft:
                       ("get_time", {"timezone": tz}))
         answer = f"It is {r['time']} on {r['date']} in {place}."
     elif tool == "add_todo":
-        item, p = rng.choice(_TODOS), rng.randint(1, 5)
+        item, p = rng.choice(_CHORES), rng.randint(1, 5)
         user = rng.choice((f"Add '{item}' to my to-do list with priority {p}.",
                            f"Put '{item}' on my todo list, priority {p}."))
         t.step("The user wants a to-do item added, so I call add_todo.", ("add_todo", {"item": item, "priority": p}))
@@ -496,7 +496,7 @@ def _multiturn(rng: random.Random) -> _Draft:
                ("set_alarm", {"time": time, "label": label}))
         answer = f"Your '{label}' alarm is set for {time}."
     elif shape == "todo":
-        item, p = rng.choice(_TODOS), rng.randint(1, 5)
+        item, p = rng.choice(_CHORES), rng.randint(1, 5)
         user = rng.choice((f"Add '{item}' to my to-do list.", f"Put '{item}' on my todo list."))
         ask, keys, reply = ("What priority should it have, from 1 to 5?", ["priority", "important", "urgent"],
                             f"Priority {p}.")

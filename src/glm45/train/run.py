@@ -26,7 +26,7 @@ import torch
 
 from glm45.config import ModelConfig
 from glm45.data.document import DataError
-from glm45.runtime import compute_dtype
+from glm45.runtime import dtype_name, resolve_dtype
 from glm45.train.checkpoint import latest_checkpoint, read_meta
 from glm45.train.distributed import DistInfo, init_distributed, parallelize
 from glm45.train.loss import LMLoss
@@ -253,7 +253,8 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
     tokenizer = _tokenizer_for(cfg)
     model = build_model(cfg, stages, tokenizer, resume_from or init_ckpt)
     model = parallelize(model, cfg.parallel, info)
-    ns_dtype = "bfloat16" if compute_dtype(info.device) == torch.bfloat16 else "float32"
+    # Newton-Schulz runs in the training compute dtype.
+    ns_dtype = dtype_name(resolve_dtype(cfg.autocast, info.device))
     # The LR is set by the schedule before every step; this value only seeds the groups.
     optimizer = build_optimizer(model, lr=cfg.lr or PRESET_LR.get(cfg.preset, PAPER_LR),
                                 weight_decay=cfg.weight_decay, ns_dtype=ns_dtype)
