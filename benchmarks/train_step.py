@@ -11,7 +11,7 @@ beside transformers + AdamW (fp32, no MTP). Both are also given as model-FLOP ut
 model's training FLOPs (6 × active matmul parameters incl. output heads + causal attention)
 per second over this machine's fp32 matmul peak, measured in the same run.
 
-    python benchmarks/train_step.py [--steps 6] [--batch 8] [--seq 256]
+    python benchmarks/train_step.py [--steps 6] [--batch 8] [--seq 256] [--threads 1]
 """
 
 from __future__ import annotations
@@ -111,7 +111,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: steady on a shared 2-core machine, where 2 threads swing 30x)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     import transformers
 
     cfg = bench_config()

@@ -200,3 +200,18 @@ def test_search_tasks_split_and_env_records():
     train, test = build_tasks("search", 4, 0), build_tasks("search", 4, 0, split="test", unique=True)
     assert len(train) == len(test) == 4 and not {t["question"] for t in train} & {t["question"] for t in test}
     assert all(t["env"] == "search" and t["env_config"]["max_turns"] == 8 for t in train)
+
+
+def test_ifeval_tasks_split_and_reward():
+    from glm45.rl.rewards import compute_reward
+    from glm45.rl.task_sets import build_tasks
+    from glm45.tasks import TaskError
+
+    train, test = build_tasks("ifeval", 40, 0), build_tasks("ifeval", 12, 1, split="test", unique=True)
+    assert len(train) == 40 and len(test) == 12 and len({t["prompt"] for t in test}) == 12
+    assert not {t["prompt"] for t in train} & {t["prompt"] for t in test}
+    lower = next(t for t in build_tasks("ifeval", 400, 0) if [c["kind"] for c in t["constraints"]] == ["all_lowercase"])
+    assert compute_reward(lower, "tea is made with hot water.").value == 1.0
+    assert compute_reward(lower, "Tea is made with hot water.").value == 0.0
+    with pytest.raises(TaskError, match="split"):
+        build_tasks("ifeval", 3, 0, split="dev")

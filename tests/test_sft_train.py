@@ -123,9 +123,12 @@ def test_tiny_model_learns_the_chat_format(chat_base, tmp_path):
 
 @pytest.mark.slow
 def test_expert_iteration_runs_on_small_data(base, tmp_path):
-    from glm45.sft.experts import ExpertIterationConfig, run_expert_iteration
+    from glm45.sft.experts import ExpertIterationConfig, ExpertRLConfig, run_expert_iteration
 
     config = ExpertIterationConfig.small(seq_len=512)
+    # The reasoning expert also runs GRPO on arithmetic before it is sampled.
+    config.expert_rl = {"reasoning": ExpertRLConfig(steps=2, prompts_per_step=2, group_size=2, max_tokens=16,
+                                                    dynamic_sampling=False, n_eval=4, eval_every=1)}
     config.cold_start = {"reasoning": 40, "agent": 6, "general": 10}
     config.prompts = {"reasoning": 4, "agent": 2, "general": 4}
     config.expert_train.max_steps = config.distill_train.max_steps = 3
@@ -134,6 +137,12 @@ def test_expert_iteration_runs_on_small_data(base, tmp_path):
     logs = []
     summary = run_expert_iteration(str(base), str(tmp_path / "ei"), config, log=logs.append)
     assert set(summary["experts"]) == {"reasoning", "agent", "general"}
+    rl = summary["experts"]["reasoning"]["rl"]
+    assert rl["task"] == "arithmetic" and rl["steps"] == 2 and sorted(rl["heldout_by_step"]) == [0, 1, 2]
+    assert all(0.0 <= r <= 1.0 for r in rl["heldout_by_step"].values())
+    assert (tmp_path / "ei" / "experts_rl" / "reasoning" / "model" / "model.safetensors").is_file()
+    assert "rl" not in summary["experts"]["agent"]
+    assert any(line.startswith("[reasoning] RL on arithmetic") for line in logs)
     for domain in ("reasoning", "general"):
         report = summary["sampling"][domain]
         assert report["prompts"] == 4 and report["selected_prompts"] == 2

@@ -14,7 +14,7 @@ import sys
 
 # name -> (module, one-line help). A command whose module is not present is not offered.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "params": ("glm45.model.params_cli", "print total / active parameter counts of a preset or config"),
+    "params": ("glm45.params_cli", "print total / active parameter counts of a preset or config"),
     "init": ("glm45.checkpoint.init_cli", "write a randomly initialised checkpoint directory with a small tokenizer"),
     "tokenizer": ("glm45.tokenizer.cli", "train a byte-level BPE tokenizer with the GLM-4.5 special tokens"),
     "data": ("glm45.data.cli", "data pipeline: sources, filters, dedup, quality, FIM, packing, shards"),

@@ -100,6 +100,14 @@ class Experts(nn.Module):
         """The (gate [M, I, D], up [M, I, D], down [M, D, I]) matrices of experts idx_M."""
         return self.gate_proj[idx_M], self.up_proj[idx_M], self.down_proj[idx_M]
 
+    def _trainable_expert_weights(self, dtype: torch.dtype) -> list[tuple[torch.Tensor, ...]]:
+        """Every expert's (gate, up, down), cast to `dtype` and split with one op per projection.
+        Indexing `gate_proj[e]` per expert makes autograd build a zero-filled gradient of the
+        whole [E, I, D] tensor for each expert and add them up; `unbind`'s backward is one
+        stack. Casting before the split (under autocast) is one cast per projection, not E."""
+        gate, up, down = (w.to(dtype).unbind(0) for w in self.stacked_weights())
+        return list(zip(gate, up, down))
+
     def use_gathered(self, n_rows: int) -> bool:
         """Decoding routes a few tokens: with no more (token, expert) rows than experts, running
         each row on its expert directly beats sorting and per-expert dispatch (the CPU
@@ -160,14 +168,21 @@ class Experts(nn.Module):
                 torch._grouped_mm(x_MD, up.transpose(1, 2), offs=offs)
             y_MD = torch._grouped_mm(h, down.transpose(1, 2), offs=offs)
         else:
+            per_expert = self._trainable_expert_weights(_matmul_dtype(x_MD)) if torch.is_grad_enabled() else None
             pieces = []
             for e, x_e in enumerate(torch.split(x_MD, counts_E.tolist())):
                 if x_e.shape[0] == 0:
                     continue
-                pieces.append(_swiglu(x_e, *self.expert_weights(e)))
+                pieces.append(_swiglu(x_e, *(per_expert[e] if per_expert else self.expert_weights(e))))
             y_MD = torch.cat(pieces) if pieces else x_MD.new_zeros(0, D)
         # Un-permute into (token, slot) order.
         return torch.empty_like(y_MD).index_copy_(0, order_M, y_MD).view(N, K, D)
+
+
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype F.linear computes in for input x: autocast's where it is on, else x's own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 def _swiglu(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:

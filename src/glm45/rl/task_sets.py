@@ -7,6 +7,8 @@
   a simulated user answers), reward 1 when the world ends in the goal state (§3.4 end-to-end);
 - "search": multi-hop questions answered by researching a document collection in the `search`
   environment (search / open page tools), reward 1 for the right final answer;
+- "ifeval": requests with 1-3 verifiable formatting constraints (`glm45.envs.ifeval`), reward 1
+  when every constraint holds (§3.4 instruction following); split by the hash of the prompt;
 - "jsonl:PATH": your own records, one JSON object per line (see `glm45.rl.rollout` for fields).
 
 Train and held-out records come from the `train` and `test` splits of `glm45.tasks`, which never
@@ -22,7 +24,8 @@ from typing import Any
 
 from glm45.rl.errors import RLError
 
-__all__ = ["TASK_SETS", "arithmetic_tasks", "build_tasks", "search_tasks", "tool_agent_tasks", "tool_tasks"]
+__all__ = ["TASK_SETS", "arithmetic_tasks", "build_tasks", "ifeval_tasks", "search_tasks", "tool_agent_tasks",
+           "tool_tasks"]
 
 
 def arithmetic_tasks(n: int, seed: int = 0, *, split: str = "train", difficulty: Any = 1,
@@ -84,6 +87,26 @@ def search_tasks(n: int, seed: int = 0, *, split: str = "train", collection: str
     return out
 
 
+def ifeval_tasks(n: int, seed: int = 0, *, split: str = "train", max_constraints: int = 2,
+                 thinking: bool = False, unique: bool = False) -> list[dict]:
+    """Instruction-following prompts of `split` (by the hash of the prompt text)."""
+    from glm45.envs.ifeval import generate_if_tasks
+    from glm45.tasks.common import check_split, split_of
+
+    check_split(split)
+    out: list[dict] = []
+    seen: set[str] = set()
+    for attempt in range(8):  # a prompt lands in the test split about one time in ten
+        for rec in generate_if_tasks(4 * (n + 16) * 2**attempt, seed * 101 + attempt, max_constraints=max_constraints):
+            if split_of(rec["prompt"]) != split or (unique and rec["prompt"] in seen):
+                continue
+            seen.add(rec["prompt"])
+            out.append({**rec, "enable_thinking": thinking})
+            if len(out) == n:
+                return out
+    raise RLError(f"could not draw {n} distinct {split} instruction-following prompts")
+
+
 def _jsonl(path: str) -> list[dict]:
     p = Path(path)
     if not p.is_file():
@@ -103,7 +126,7 @@ def _jsonl(path: str) -> list[dict]:
 
 
 TASK_SETS = {"arithmetic": arithmetic_tasks, "tools": tool_tasks, "tool_agent": tool_agent_tasks,
-             "search": search_tasks}
+             "search": search_tasks, "ifeval": ifeval_tasks}
 
 
 def build_tasks(name: str, n: int, seed: int = 0, *, split: str = "train", **options: Any) -> list[dict]:

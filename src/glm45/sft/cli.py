@@ -1,7 +1,7 @@
 """`glm45 sft`: supervised fine-tuning and its data tools.
 
     glm45 sft --base DIR --data A.jsonl [B.jsonl ...] --out DIR        fine-tune (the default action)
-    glm45 sft experts --base DIR --out DIR [--small]                    expert iteration, end to end
+    glm45 sft experts --base DIR --out DIR [--small] [--rl-steps N]     expert iteration, end to end
     glm45 sft agent-data (--model DIR | --base-url URL) --out F.jsonl  agentic trajectories, judged
     glm45 sft filter --data CANDIDATES.jsonl --out KEPT.jsonl          rejection-sampling filters
 
@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e = parser.add_argument_group("experts")
     e.add_argument("--small", action="store_true", help="the loop on small data (a quick run)")
     e.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation of every model")
+    e.add_argument("--rl-steps", type=int, default=0,
+                   help="GRPO steps for each expert in its environment after its cold start (0: SFT experts only)")
     a = parser.add_argument_group("agent-data")
     a.add_argument("--model", metavar="DIR", help="local checkpoint generating the trajectories")
     a.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint generating the trajectories")
@@ -95,7 +97,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _experts(args: argparse.Namespace) -> int:
-    from glm45.sft.experts import ExpertIterationConfig, run_expert_iteration
+    from glm45.sft.experts import EXPERT_RL_TASKS, ExpertIterationConfig, ExpertRLConfig, run_expert_iteration
 
     if not (args.base and args.out):
         raise SFTError("expert iteration needs --base DIR and --out DIR")
@@ -105,6 +107,11 @@ def _experts(args: argparse.Namespace) -> int:
         config.data.seq_len = args.seq_len
     if args.no_eval:
         config.evaluate = None
+    if args.rl_steps < 0:
+        raise SFTError(f"--rl-steps must be >= 0, got {args.rl_steps}")
+    if args.rl_steps:
+        config.expert_rl = {d: ExpertRLConfig(steps=args.rl_steps, max_tokens=config.agent_max_tokens)
+                            for d in EXPERT_RL_TASKS}
     summary = run_expert_iteration(args.base, args.out, config)
     print(f"hybrid model: {summary['hybrid']['model_dir']}")
     for name, metrics in (summary.get("evaluation") or {}).items():

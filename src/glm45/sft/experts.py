@@ -5,6 +5,9 @@ sample from each with rejection sampling, and distill what passes into one hybri
 
 1. Cold start: each expert is fine-tuned from the base on its domain's reference data
    (glm45.sft.builtin: worked arithmetic and code; tool-use trajectories; short general answers).
+   With `expert_rl`, each expert then runs GRPO in its domain's environment (`glm45.rl`,
+   EXPERT_RL_TASKS: verifiable arithmetic, step-wise function calls, instruction following), as
+   the paper's experts are cold-start SFT plus RL; its held-out reward is recorded before and after.
 2. Sampling, per expert on fresh training prompts of its domain:
    - reasoning and general: `rejection_sample` (form filters, math-verify / sandboxed tests /
      reward-model hook, prompt selection by response length, response scaling to k responses);
@@ -30,7 +33,7 @@ from glm45.infer import Engine
 from glm45.sft.agentic.judge import ProtocolJudge, StateJudge, judge_trajectories
 from glm45.sft.agentic.rollout import RolloutConfig, generate_trajectories
 from glm45.sft.agentic.toolkit import Toolkit
-from glm45.sft.builtin import AGENT_KINDS, DOMAINS, agent_tasks, prompt_samples, reference_samples
+from glm45.sft.builtin import AGENT_KINDS, agent_tasks, prompt_samples, reference_samples
 from glm45.sft.dataset import SFTDataConfig
 from glm45.sft.evaluate import EvalConfig, evaluate_model
 from glm45.sft.filters import FilterPipeline, form_filters
@@ -39,6 +42,25 @@ from glm45.sft.records import SFTError, sample_document
 from glm45.sft.rejection import RejectionConfig, SamplingConfig, rejection_sample
 from glm45.sft.train import SFTTrainConfig, finetune
 from glm45.sft.verifiers import default_pipeline
+
+
+# The paper's three experts, and the RL environment of each (a glm45.rl task set).
+EXPERT_DOMAINS = ("reasoning", "agent", "general")
+EXPERT_RL_TASKS = {"reasoning": "arithmetic", "agent": "tools", "general": "ifeval"}
+
+
+@dataclass
+class ExpertRLConfig:
+    """GRPO for one expert after its cold start (paper §3.2–3.4), on its domain's task set."""
+
+    steps: int = 20
+    prompts_per_step: int = 8
+    group_size: int = 8
+    max_tokens: int = 128
+    lr: float = 5e-5
+    dynamic_sampling: bool = True  # train only on groups whose rewards differ
+    n_eval: int = 64  # held-out (test split) prompts scored greedily before and after
+    eval_every: int = 5
 
 
 @dataclass
@@ -58,6 +80,7 @@ class ExpertIterationConfig:
     data: SFTDataConfig = field(default_factory=lambda: SFTDataConfig(seq_len=2048, non_thinking_ratio=0.3))
     distill_non_thinking_ratio: float = 0.3
     mix_reference: bool = False  # also train the hybrid on the experts' cold-start data
+    expert_rl: dict[str, ExpertRLConfig] = field(default_factory=dict)  # domain -> RL after the cold start
     evaluate: EvalConfig | None = field(default_factory=EvalConfig)
     max_batch_size: int = 32  # engine rows when sampling
 
@@ -83,6 +106,32 @@ def _engine(model_dir: str, config: ExpertIterationConfig) -> Engine:
 def cold_start_data(domain: str, config: ExpertIterationConfig) -> list[Document]:
     return reference_samples(domain, config.cold_start[domain], config.seed, difficulty=config.difficulty,
                              agent_kinds=config.agent_kinds, n_distractors=config.n_distractors)
+
+
+def train_expert_rl(domain: str, model_dir: str, out: Path, config: ExpertIterationConfig) -> dict[str, Any]:
+    """GRPO of one cold-started expert in its domain's environment; the summary of the run
+    (its `model_dir` is the RL-trained expert)."""
+    import torch
+
+    from glm45.model import GLM45ForCausalLM
+    from glm45.rl.loop import RLConfig, RLRun
+    from glm45.rl.rollout import RolloutConfig as RLRolloutConfig
+    from glm45.rl.task_sets import build_tasks
+    from glm45.rl.trainer import TrainerConfig
+    from glm45.tokenizer import GLMTokenizer
+
+    rl = config.expert_rl[domain]
+    task = EXPERT_RL_TASKS[domain]
+    options = {"difficulty": list(config.difficulty)} if task == "arithmetic" else {}
+    train = build_tasks(task, 8 * rl.steps * rl.prompts_per_step, config.seed, split="train", **options)
+    evals = build_tasks(task, rl.n_eval, config.seed + 1, split="test", unique=True, **options)
+    cfg = RLConfig(out=str(out), steps=rl.steps, prompts_per_step=rl.prompts_per_step,
+                   rollout=RLRolloutConfig(group_size=rl.group_size, max_tokens=rl.max_tokens, seed=config.seed),
+                   trainer=TrainerConfig(lr=rl.lr, dtype="float32"), dynamic_sampling=rl.dynamic_sampling,
+                   eval_every=rl.eval_every, max_seq_len=config.data.seq_len, seed=config.seed, resume=False,
+                   progress=False)
+    model = GLM45ForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return RLRun(cfg, model, GLMTokenizer.from_pretrained(model_dir), train, evals).run()
 
 
 def sample_domain(domain: str, model_dir: str, config: ExpertIterationConfig) -> tuple[list[Document], dict[str, Any]]:
@@ -127,7 +176,7 @@ def run_expert_iteration(base_dir: str, out_dir: str, config: ExpertIterationCon
     summary: dict[str, Any] = {"base": str(base_dir), "experts": {}, "sampling": {}}
     accepted: dict[str, list[Document]] = {}
     reference: list[Document] = []
-    for domain in DOMAINS:
+    for domain in EXPERT_DOMAINS:
         data = cold_start_data(domain, config)
         reference += data
         write_documents(data, out / "cold_start" / f"{domain}.jsonl")
@@ -135,7 +184,17 @@ def run_expert_iteration(base_dir: str, out_dir: str, config: ExpertIterationCon
         trained = finetune(base_dir, data, out / "experts" / domain, config.expert_train, config.data)
         summary["experts"][domain] = {k: trained[k] for k in ("model_dir", "steps", "first_loss", "final_loss")}
         log(f"[{domain}] expert: loss {trained['first_loss']:.3f} -> {trained['final_loss']:.3f}")
-        kept, report = sample_domain(domain, trained["model_dir"], config)
+        expert_dir = trained["model_dir"]
+        if domain in config.expert_rl:
+            rl = train_expert_rl(domain, expert_dir, out / "experts_rl" / domain, config)
+            expert_dir = rl["model_dir"]
+            summary["experts"][domain]["rl"] = {
+                "task": EXPERT_RL_TASKS[domain], "model_dir": expert_dir, "steps": rl["steps"],
+                "heldout_by_step": {e["step"]: e["eval_reward"] for e in rl["evals"]},
+                "reward_first": rl["reward_first"], "reward_last": rl["reward_last"]}
+            log(f"[{domain}] RL on {EXPERT_RL_TASKS[domain]}: held-out reward {rl['evals'][0]['eval_reward']:.3f} -> "
+                f"{rl['evals'][-1]['eval_reward']:.3f} in {rl['steps']} steps")
+        kept, report = sample_domain(domain, expert_dir, config)
         accepted[domain] = kept
         summary["sampling"][domain] = report
         write_documents(kept, out / "samples" / f"{domain}.jsonl")
@@ -153,7 +212,9 @@ def run_expert_iteration(base_dir: str, out_dir: str, config: ExpertIterationCon
     summary["hybrid"] = {k: hybrid[k] for k in ("model_dir", "steps", "first_loss", "final_loss", "data")}
     log(f"[hybrid] {summary['distilled_samples']} distilled samples ({len(distill)} in all), loss {hybrid['first_loss']:.3f} -> {hybrid['final_loss']:.3f}")
     if config.evaluate is not None:
-        models = {"base": str(base_dir), **{f"expert_{d}": summary["experts"][d]["model_dir"] for d in DOMAINS},
+        models = {"base": str(base_dir), **{f"expert_{d}": summary["experts"][d]["model_dir"] for d in EXPERT_DOMAINS},
+                  **{f"expert_{d}_rl": summary["experts"][d]["rl"]["model_dir"] for d in EXPERT_DOMAINS
+                     if "rl" in summary["experts"][d]},
                   "hybrid": hybrid["model_dir"]}
         summary["evaluation"] = {name: evaluate_model(_engine(d, config), config.evaluate) for name, d in models.items()}
     summary["seconds"] = time.perf_counter() - t0
