@@ -170,3 +170,13 @@ def test_config_errors(tmp_path):
         RLRun(_cfg(tmp_path), model, tok, [])
     with pytest.raises(RLError, match="at least one rollout engine"):
         RLRun(_cfg(tmp_path, rollout_workers=0), model, tok, parity_tasks(3))
+
+
+def test_equal_rewards_everywhere_raise_no_learning_signal(tmp_path):
+    from glm45.rl.errors import NoLearningSignal
+    from glm45.rl.task_sets import arithmetic_tasks
+
+    model, tok = _policy()
+    tasks = [{**t, "answer": "98765432123456789"} for t in arithmetic_tasks(6)]
+    with pytest.raises(NoLearningSignal, match="no group with a learning signal"):
+        RLRun(_cfg(tmp_path, max_rollout_rounds=2), model, tok, tasks, []).run()

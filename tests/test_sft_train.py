@@ -122,13 +122,25 @@ def test_tiny_model_learns_the_chat_format(chat_base, tmp_path):
 
 
 @pytest.mark.slow
-def test_expert_iteration_runs_on_small_data(base, tmp_path):
+def test_expert_iteration_runs_on_small_data(base, tmp_path, monkeypatch):
+    from glm45.rl.errors import NoLearningSignal
+    from glm45.sft import experts
     from glm45.sft.experts import ExpertIterationConfig, ExpertRLConfig, run_expert_iteration
 
     config = ExpertIterationConfig.small(seq_len=512)
-    # The reasoning expert also runs GRPO on arithmetic before it is sampled.
-    config.expert_rl = {"reasoning": ExpertRLConfig(steps=2, prompts_per_step=2, group_size=2, max_tokens=16,
-                                                    dynamic_sampling=False, n_eval=4, eval_every=1)}
+    # The reasoning expert also runs GRPO on arithmetic before it is sampled; the general
+    # expert's RL finds no learning signal (every reward equal), so its cold start is sampled.
+    rl = ExpertRLConfig(steps=2, prompts_per_step=2, group_size=2, max_tokens=16, dynamic_sampling=False, n_eval=4,
+                        eval_every=1)
+    config.expert_rl = {"reasoning": rl, "general": rl}
+    real_rl = experts.train_expert_rl
+
+    def rl_without_signal_for_general(domain, *args):
+        if domain == "general":
+            raise NoLearningSignal("no group with a learning signal after 4 rollout rounds")
+        return real_rl(domain, *args)
+
+    monkeypatch.setattr(experts, "train_expert_rl", rl_without_signal_for_general)
     config.cold_start = {"reasoning": 40, "agent": 6, "general": 10}
     config.prompts = {"reasoning": 4, "agent": 2, "general": 4}
     config.expert_train.max_steps = config.distill_train.max_steps = 3
@@ -142,6 +154,9 @@ def test_expert_iteration_runs_on_small_data(base, tmp_path):
     assert all(0.0 <= r <= 1.0 for r in rl["heldout_by_step"].values())
     assert (tmp_path / "ei" / "experts_rl" / "reasoning" / "model" / "model.safetensors").is_file()
     assert "rl" not in summary["experts"]["agent"]
+    assert summary["experts"]["general"]["rl"] == {
+        "task": "ifeval", "skipped": "no group with a learning signal after 4 rollout rounds"}
+    assert summary["sampling"]["general"]["prompts"] == 4  # the cold-start general expert was sampled
     assert any(line.startswith("[reasoning] RL on arithmetic") for line in logs)
     for domain in ("reasoning", "general"):
         report = summary["sampling"][domain]

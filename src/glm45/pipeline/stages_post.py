@@ -55,7 +55,8 @@ def stage_sft(cfg, out: Path) -> dict[str, Any]:
         samples = (reference_samples("reasoning", b.sft_reasoning, cfg.seed, difficulty=(1, 2))
                    + reference_samples("agent", b.sft_agent, cfg.seed, n_distractors=1)
                    + reference_samples("general", b.sft_general, cfg.seed))
-        train = SFTTrainConfig(max_steps=b.sft_steps, batch_size=b.sft_batch, warmup_steps=max(1, b.sft_steps // 10),
+        train = SFTTrainConfig(max_steps=b.sft_steps, batch_size=b.sft_batch, lr=b.sft_lr,
+                               warmup_steps=max(1, b.sft_steps // 10),
                                seed=cfg.seed, dtype="float32", checkpoint_every=25, resume=True, progress=True)
         data = SFTDataConfig(seq_len=b.sft_seq_len, non_thinking_ratio=NON_THINKING_RATIO, seed=cfg.seed)
         summary = finetune(out.parent / "midtrain" / "train" / "hf", samples, train_dir, train, data)

@@ -37,7 +37,7 @@ from glm45.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpo
 from glm45.rl.clients import LocalRolloutClient, RolloutClient, WeightUpdate
 from glm45.rl.curriculum import CurriculumConfig, DifficultyCurriculum
 from glm45.rl.dynamic_sampling import prompts_to_request
-from glm45.rl.errors import RLError
+from glm45.rl.errors import NoLearningSignal, RLError
 from glm45.rl.filters import has_reward_variance
 from glm45.rl.overlong import OverlongConfig, apply_overlong
 from glm45.rl.rollout import RolloutConfig, RolloutStats
@@ -424,7 +424,7 @@ class RLRun:
         groups = self._collect_sync() if self.cfg.mode == "sync" else self._pop_async(stop, errors)
         t1 = time.perf_counter()
         if not groups:
-            raise RLError("no group with a learning signal after "
+            raise NoLearningSignal("no group with a learning signal after "
                           f"{self.cfg.max_rollout_rounds} rollout rounds (every group's rewards were equal); "
                           "the tasks may be too easy or too hard for this policy — try --no-dynamic-sampling "
                           "or other tasks")

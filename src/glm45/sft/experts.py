@@ -30,6 +30,7 @@ from typing import Any
 
 from glm45.data.document import Document, write_documents
 from glm45.infer import Engine
+from glm45.rl.errors import NoLearningSignal
 from glm45.sft.agentic.judge import ProtocolJudge, StateJudge, judge_trajectories
 from glm45.sft.agentic.rollout import RolloutConfig, generate_trajectories
 from glm45.sft.agentic.toolkit import Toolkit
@@ -186,14 +187,20 @@ def run_expert_iteration(base_dir: str, out_dir: str, config: ExpertIterationCon
         log(f"[{domain}] expert: loss {trained['first_loss']:.3f} -> {trained['final_loss']:.3f}")
         expert_dir = trained["model_dir"]
         if domain in config.expert_rl:
-            rl = train_expert_rl(domain, expert_dir, out / "experts_rl" / domain, config)
-            expert_dir = rl["model_dir"]
-            summary["experts"][domain]["rl"] = {
-                "task": EXPERT_RL_TASKS[domain], "model_dir": expert_dir, "steps": rl["steps"],
-                "heldout_by_step": {e["step"]: e["eval_reward"] for e in rl["evals"]},
-                "reward_first": rl["reward_first"], "reward_last": rl["reward_last"]}
-            log(f"[{domain}] RL on {EXPERT_RL_TASKS[domain]}: held-out reward {rl['evals'][0]['eval_reward']:.3f} -> "
-                f"{rl['evals'][-1]['eval_reward']:.3f} in {rl['steps']} steps")
+            task = EXPERT_RL_TASKS[domain]
+            try:
+                rl = train_expert_rl(domain, expert_dir, out / "experts_rl" / domain, config)
+            except NoLearningSignal as e:  # a weak expert may score the same on every sample
+                summary["experts"][domain]["rl"] = {"task": task, "skipped": str(e)}
+                log(f"[{domain}] RL on {task} skipped, the cold-start expert is sampled: {e}")
+            else:
+                expert_dir = rl["model_dir"]
+                summary["experts"][domain]["rl"] = {
+                    "task": task, "model_dir": expert_dir, "steps": rl["steps"],
+                    "heldout_by_step": {e["step"]: e["eval_reward"] for e in rl["evals"]},
+                    "reward_first": rl["reward_first"], "reward_last": rl["reward_last"]}
+                log(f"[{domain}] RL on {task}: held-out reward {rl['evals'][0]['eval_reward']:.3f} -> "
+                    f"{rl['evals'][-1]['eval_reward']:.3f} in {rl['steps']} steps")
         kept, report = sample_domain(domain, expert_dir, config)
         accepted[domain] = kept
         summary["sampling"][domain] = report
@@ -214,7 +221,7 @@ def run_expert_iteration(base_dir: str, out_dir: str, config: ExpertIterationCon
     if config.evaluate is not None:
         models = {"base": str(base_dir), **{f"expert_{d}": summary["experts"][d]["model_dir"] for d in EXPERT_DOMAINS},
                   **{f"expert_{d}_rl": summary["experts"][d]["rl"]["model_dir"] for d in EXPERT_DOMAINS
-                     if "rl" in summary["experts"][d]},
+                     if "model_dir" in summary["experts"][d].get("rl", {})},
                   "hybrid": hybrid["model_dir"]}
         summary["evaluation"] = {name: evaluate_model(_engine(d, config), config.evaluate) for name, d in models.items()}
     summary["seconds"] = time.perf_counter() - t0
