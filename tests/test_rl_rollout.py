@@ -215,3 +215,21 @@ def test_ifeval_tasks_split_and_reward():
     assert compute_reward(lower, "Tea is made with hot water.").value == 0.0
     with pytest.raises(TaskError, match="split"):
         build_tasks("ifeval", 3, 0, split="dev")
+
+
+@pytest.mark.parametrize("assistant", [
+    {"role": "assistant", "content": "<think>the user wants a reminder</think>Which day?"},
+    {"role": "assistant", "content": "Which day?", "reasoning_content": "the user wants a reminder"},
+    {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_time", "arguments": {"tz": "UTC"}}}]},
+])
+def test_observation_suffix_after_reasoning_and_a_user_reply(assistant):
+    """A simulated user's reply after a turn with reasoning: the template renders that earlier
+    reasoning away, which must not break the episode (it once raised 'prefix-consistently')."""
+    from glm45.rl.rollout import _env_suffix
+
+    observation = ([{"role": "tool", "content": "12:00"}] if assistant.get("tool_calls")
+                   else [{"role": "user", "content": "Tuesday."}])
+    suffix = _env_suffix(assistant, observation, [], True)
+    expected = "<|observation|>" if assistant.get("tool_calls") else "<|user|>"
+    assert suffix.lstrip("\n").startswith(expected) and suffix.endswith("<|assistant|>")
+    assert ("Tuesday." in suffix) != bool(assistant.get("tool_calls")) and "reminder" not in suffix

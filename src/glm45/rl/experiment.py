@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "noisy_cold_start"]
+__all__ = ["figures", "main", "noisy_cold_start"]
 
 
 def noisy_cold_start(n: int, seed: int, noise: float, difficulty: Any = 1) -> list:
@@ -77,7 +77,9 @@ def _self_distill(out: Path, args: argparse.Namespace, train: list, evals: list)
             "heldout_distilled_sft": rl["evals"][0]["eval_reward"], "heldout_end": rl["evals"][-1]["eval_reward"]}
 
 
-def _figures(out: Path, runs: dict[str, Path]) -> list[str]:
+def figures(out: Path, runs: dict[str, Path], title: str) -> list[str]:
+    """`heldout.png` (held-out reward at each evaluated step) and `reward.png` (rollout reward per
+    step) in `out`, one line per run (label -> the run's directory with its metrics.jsonl)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,7 +97,7 @@ def _figures(out: Path, runs: dict[str, Path]) -> list[str]:
                     label=label, linewidth=1.2, markersize=3)
         ax.set_xlabel("RL step")
         ax.set_ylabel(ylabel)
-        ax.set_title("GRPO on arithmetic from a noisy cold start", fontsize=10)
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -156,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.distill_rl_steps > 0:
         results["self_distillation"] = _self_distill(out, args, train, evals)
         runs["distilled SFT -> RL"] = out / "distill" / "rl"
-    figures = _figures(out, runs)
-    report = {"config": vars(args), "sft_seconds": t_sft, "results": results, "figures": figures,
+    paths = figures(out, runs, "GRPO on arithmetic from a noisy cold start")
+    report = {"config": vars(args), "sft_seconds": t_sft, "results": results, "figures": paths,
               "total_seconds": time.perf_counter() - t0}
     (out / "summary.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

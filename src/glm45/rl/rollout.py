@@ -330,12 +330,15 @@ def _single_turn(engine, tokenizer, items, cfg, k, version, temperature, stats) 
 def _env_suffix(assistant: Mapping[str, Any], observation: Sequence[Mapping], tools: list[dict],
                 enable_thinking: bool) -> str:
     """The text the chat template puts after an assistant turn for `observation` (tool results,
-    a user turn), through the next generation prompt. Rendered after a stand-in conversation so
-    the template's treatment of earlier reasoning cannot shift the prefix."""
+    a user turn), through the next generation prompt. Rendered after a stand-in conversation
+    whose assistant turn has no text and no reasoning: the template drops an assistant turn's
+    reasoning once a later user turn exists, so the model's own turn (kept as the tokens it
+    generated) must not be re-rendered on either side."""
     from glm45.chat import render
 
     stand_in = [{"role": "user", "content": "."},
-                {k: v for k, v in assistant.items() if k in ("role", "content", "tool_calls")}]
+                {"role": "assistant", "content": "", "reasoning_content": "",
+                 **({"tool_calls": assistant["tool_calls"]} if assistant.get("tool_calls") else {})}]
     before = render(stand_in, tools or None, enable_thinking=enable_thinking)
     after = render(stand_in + [dict(m) for m in observation], tools or None, enable_thinking=enable_thinking,
                    add_generation_prompt=True)

@@ -5,7 +5,11 @@
 - agent: tool tasks of every kind (single, multi-step, parallel, irrelevant, multi-turn) with
   their tools; verified by the call protocol and the terminal state;
 - general: short questions answered directly (capitals, spelling, counting, greetings), scored
-  by the reward-model hook against a reference answer.
+  by the reward-model hook against a reference answer;
+- search: multi-hop questions over the synthetic document collection, answered by researching it
+  with the search tools; the trajectories are played by the scripted `NoisySearcher` through
+  `SearchEnv` (deliberately imperfect: wasted actions and some wrong answers; noise 0 is the
+  oracle), verified by the final answer.
 
 `reference_samples` gives training samples with reference answers (the cold start of each expert);
 `prompt_samples` gives the same problems as prompts (messages ending with the user's turn, with
@@ -22,7 +26,7 @@ from glm45.sft.records import SFTError
 from glm45.tasks import generate_arithmetic, generate_code_tasks, generate_tool_tasks
 from glm45.tasks.arithmetic import to_messages as arithmetic_messages
 
-DOMAINS = ("reasoning", "agent", "general")
+DOMAINS = ("reasoning", "agent", "general", "search")
 AGENT_KINDS = ("single", "multi", "parallel", "irrelevant", "multiturn")
 
 
@@ -70,16 +74,66 @@ def _agent(n: int, seed: int, split: str, thinking: bool, kinds, n_distractors: 
     return docs
 
 
+def search_questions(n: int, seed: int, split: str = "train", max_hops: int = 3,
+                     max_turns: int = 8) -> list[dict]:
+    """`n` distinct `search` task records (`glm45.rl.task_sets.search_tasks`) of at most `max_hops`
+    hops whose question names its start entity. Obfuscated questions are left out: the scripted
+    searchers look their start up by the hidden name, a move a model reading the question cannot
+    learn. The synthetic graph has 420 facts, so there are about 340 train and 80 test questions of one hop."""
+    from glm45.envs.kg import KGError
+    from glm45.rl.errors import RLError
+    from glm45.rl.task_sets import search_tasks
+
+    out, asked = [], n
+    while len(out) < n:
+        try:
+            pool = search_tasks(asked, seed, split=split, max_turns=max_turns, unique=True)
+        except (KGError, RLError):  # the collection ran out of questions
+            break
+        out = [q for q in pool if not q["obfuscated"] and len(q["hops"]) <= max_hops][:n]
+        asked *= 2
+    if len(out) < n:
+        raise SFTError(f"the synthetic collection has fewer than {n} {split} search questions of <= {max_hops} "
+                       f"hops that name their start (found {len(out)})")
+    return out
+
+
+def _search(n: int, seed: int, split: str, noise: float, repeats: int, max_hops: int,
+            max_turns: int) -> list[Document]:
+    from glm45.envs.base import ScriptedPolicy, make_env, run_episodes
+    from glm45.envs.search import SEARCH_TOOLS, NoisySearcher, builtin_collection
+
+    questions = search_questions(n, seed, split, max_hops, max_turns)
+    collection = builtin_collection("synthetic", 0)
+    docs = []
+    for r in range(repeats):  # each repeat wastes different actions (the searcher is seeded per task)
+        policy = ScriptedPolicy(lambda t: NoisySearcher(t, collection, noise=noise, seed=seed + 7919 * r))
+        envs = [make_env("search", **q["env_config"]) for q in questions]
+        for q, result in zip(questions, run_episodes(envs, questions, policy)):
+            if result.info.get("end") != "done":  # cut off before answering: no answer to imitate
+                continue
+            meta = {"domain": "search", "verifier": "answer", "answer": q["answer"], "correct": result.reward == 1.0,
+                    "require_reasoning": False, "enable_thinking": False}
+            docs.append(Document(text="", id=f"{q['id']}/{r}", source="search", meta=meta,
+                                 messages=result.messages, tools=SEARCH_TOOLS))
+    return docs
+
+
 def reference_samples(domain: str, n: int, seed: int, *, split: str = "train", difficulty=(1, 2),
                       code_fraction: float = 0.0, thinking: bool = True, agent_kinds=AGENT_KINDS,
-                      n_distractors: int = 2) -> list[Document]:
-    """`n` training samples of `domain` with reference answers."""
+                      n_distractors: int = 2, search_noise: float = 0.4, search_repeats: int = 1,
+                      max_hops: int = 3, max_turns: int = 8) -> list[Document]:
+    """`n` training samples of `domain` with reference answers. Search: `n` questions, each played
+    `search_repeats` times by a searcher wasting a `search_noise` fraction of its actions; an
+    episode cut off at `max_turns` is dropped, so there may be fewer samples."""
     if domain == "reasoning":
         return _reasoning(n, seed, split, difficulty, code_fraction, thinking)
     if domain == "agent":
         return _agent(n, seed, split, thinking, agent_kinds, n_distractors)
     if domain == "general":
         return _general(n, seed, split)
+    if domain == "search":
+        return _search(n, seed, split, search_noise, search_repeats, max_hops, max_turns)
     raise SFTError(f"domain must be one of {DOMAINS}, got {domain!r}")
 
 
@@ -88,6 +142,8 @@ def prompt_samples(domain: str, n: int, seed: int, *, split: str = "train", diff
     """The reasoning or general problems as prompts (the reference answer removed)."""
     if domain == "agent":
         raise SFTError("agent prompts are AgentTasks played out as episodes: use agent_tasks()")
+    if domain == "search":
+        raise SFTError("search prompts are played out as episodes in the search environment: use search_questions()")
     out = []
     for d in reference_samples(domain, n, seed, split=split, difficulty=difficulty, code_fraction=code_fraction):
         out.append(Document(text="", id=d.id, source=d.source, meta={**d.meta, "enable_thinking": enable_thinking},

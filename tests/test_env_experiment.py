@@ -1,0 +1,105 @@
+"""RL in agent environments (`glm45.rl.env_experiment`) on a minimal budget, and the "search"
+SFT domain its cold start uses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from glm45.envs.base import read_turn
+from glm45.envs.search import SEARCH_TOOLS, answer_matches, extract_answer
+from glm45.rl.env_experiment import Budget, main, sft_documents, tasks
+from glm45.sft.builtin import prompt_samples, reference_samples, search_questions
+from glm45.sft.records import SFTError
+from glm45.train.metrics import read_metrics
+
+ENDS = {"done", "format_error", "max_turns", "max_context", "truncated_turn"}
+
+
+def test_search_domain_plays_the_searcher_through_the_environment():
+    oracle = reference_samples("search", 12, 0, search_noise=0.0, max_hops=2)
+    assert len(oracle) == 12  # the oracle never runs out of turns
+    for doc in oracle:
+        assert doc.tools == SEARCH_TOOLS and doc.meta["enable_thinking"] is False
+        roles = [m["role"] for m in doc.messages]
+        assert roles[:2] == ["system", "user"] and roles[-1] == "assistant" and "tool" in roles
+        for m in doc.messages[2:-1]:
+            if m["role"] == "assistant":  # every step is a call the environment accepts
+                assert m["tool_calls"] and not read_turn(m, SEARCH_TOOLS).format_errors
+            else:  # and what came back is the collection's answer
+                assert m["role"] == "tool" and json.loads(m["content"])
+        final = doc.messages[-1]
+        assert not final.get("tool_calls")
+        assert answer_matches(final["content"], doc.meta["answer"]) == doc.meta["correct"]
+        assert (extract_answer(final["content"]) == doc.meta["answer"]) == doc.meta["correct"]
+    # noise 0 still guesses wrong 10% of the time (NoisySearcher's `wrong`)
+    assert sum(d.meta["correct"] for d in oracle) >= 9
+    noisy = reference_samples("search", 12, 0, search_noise=0.6, search_repeats=2, max_hops=2, max_turns=8)
+    assert len({d.id for d in noisy}) == len(noisy) <= 24
+    assert sum(len(d.messages) for d in noisy) / len(noisy) > sum(len(d.messages) for d in oracle) / len(oracle)
+
+
+def test_search_questions_name_their_start_and_split_cleanly():
+    train, test = search_questions(40, 0, "train", 1), search_questions(40, 1, "test", 1)
+    assert all(len(q["hops"]) == 1 and not q["obfuscated"] and q["hops"][0]["subject"] in q["question"]
+               for q in train + test)
+    assert not {q["question"] for q in train} & {q["question"] for q in test}
+    with pytest.raises(SFTError, match="episodes"):
+        prompt_samples("search", 2, 0)
+
+
+def test_tool_agent_cold_start_matches_the_environment_prompt():
+    budget = Budget(sft_samples=6, kinds="single,multiturn")
+    docs = sft_documents("tool_agent", budget, 0)
+    records = tasks("tool_agent", budget, 6, 0, "train")
+    from glm45.envs.base import make_env
+
+    for doc, rec in zip(docs, records):
+        env = make_env(rec["env"], **rec["env_config"])
+        prompt, tools = env.reset(rec["task"])
+        assert doc.messages[:2] == prompt and doc.tools == tools  # what RL starts from
+        assert any(m["role"] == "tool" for m in doc.messages) and doc.messages[-1]["role"] == "assistant"
+
+
+@pytest.mark.parametrize("env", ["search", "tool_agent"])
+def test_pipeline_on_a_minimal_budget(env, tmp_path):
+    out = tmp_path / env
+    assert main(["--env", env, "--out", str(out), "--sft-samples", "8", "--sft-repeats", "1", "--sft-steps", "2",
+                 "--steps", "2", "--prompts-per-step", "2", "--group-size", "2", "--n-eval", "4", "--n-shown", "2",
+                 "--eval-every", "1", "--max-tokens", "12", "--max-turns", "3", "--dynamic-sampling", "false"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env"] == env and summary["n_eval_tasks"] == 4
+    assert sorted(map(int, summary["heldout_by_step"])) == [0, 1, 2]  # before RL, every step, the end
+    assert all(0.0 <= v <= 1.0 for v in summary["heldout_by_step"].values())
+    for name in ("heldout.png", "reward.png"):
+        assert (out / name).stat().st_size > 1000
+    rows = [r for r in read_metrics(out / "rl" / "metrics.jsonl") if r.get("reward_mean") is not None]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(0.0 <= r["reward_mean"] <= 1.0 and r["samples_generated"] >= 4 for r in rows)
+    evals = tasks(env, Budget(**summary["budget"]), 4, 1, "test")
+    for name in ("sft", "rl"):
+        episodes = [json.loads(line) for line in (out / f"trajectories_{name}.jsonl").read_text().splitlines()]
+        assert [e["id"] for e in episodes] == [t["id"] for t in evals[:2]]
+        for e, task in zip(episodes, evals):
+            # the environment's prompt, then the policy's turns as the environment recorded them
+            question = task["question"] if env == "search" else task["task"]["user"]
+            assert e["messages"][0]["role"] == "system" and e["messages"][1]["content"] == question
+            assert e["end"] in ENDS and 0.0 <= e["reward"] <= 1.0 and e["model_text"]
+            if e["end"] != "truncated_turn":  # a turn cut at max_tokens never reaches the environment
+                assert e["messages"][2]["role"] == "assistant"
+
+
+def test_rl_straight_from_a_given_checkpoint(tmp_path):
+    from glm45.checkpoint.init_cli import init_checkpoint
+
+    base = tmp_path / "pretrained"
+    init_checkpoint("tiny", base, 0, vocab_size=2048, max_position_embeddings=2048)
+    out = tmp_path / "run"
+    assert main(["--env", "tool_agent", "--out", str(out), "--base", str(base), "--sft-steps", "0", "--steps", "1",
+                 "--prompts-per-step", "2", "--group-size", "2", "--n-eval", "2", "--n-shown", "1",
+                 "--max-tokens", "8", "--max-turns", "2", "--dynamic-sampling", "false"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sft"]["steps"] == 0 and sorted(map(int, summary["heldout_by_step"])) == [0, 1]
+    assert not (out / "sft").exists() and not (out / "base").exists()  # no cold start, no random base
+    assert (out / "rl" / "model" / "model.safetensors").is_file()
