@@ -28,7 +28,6 @@ from glm45.pipeline.evals import cached, chat_metrics, load, text_metrics
 
 NON_THINKING_RATIO = 0.3
 TOOL_SHARE = 0.25
-RL_TOOL_KINDS = ("single", "parallel")  # turns whose answer is a call
 
 
 def _done(train_dir: Path, model_dir: str) -> dict[str, Any] | None:
@@ -68,13 +67,13 @@ def stage_sft(cfg, out: Path) -> dict[str, Any]:
 
 
 def rl_tasks(n: int, seed: int, split: str) -> list[dict]:
-    from glm45.rl.task_sets import arithmetic_tasks, tool_tasks
+    from glm45.rl.task_sets import CALL_KINDS, arithmetic_tasks, tool_tasks
 
     n_tools = round(n * TOOL_SHARE)
     unique = split == "test"
     levels = [1, 2] if split == "test" else [1]
     return (arithmetic_tasks(n - n_tools, seed, split=split, difficulty=levels, thinking=True, unique=unique)
-            + tool_tasks(n_tools, seed, split=split, kinds=RL_TOOL_KINDS, unique=unique)[:n_tools])
+            + tool_tasks(n_tools, seed, split=split, kinds=CALL_KINDS, unique=unique)[:n_tools])
 
 
 def stage_rl(cfg, out: Path) -> dict[str, Any]:

@@ -24,8 +24,14 @@ from typing import Any
 
 from glm45.rl.errors import RLError
 
-__all__ = ["TASK_SETS", "arithmetic_tasks", "build_tasks", "ifeval_tasks", "search_tasks", "tool_agent_tasks",
+__all__ = ["CALL_KINDS", "TASK_SETS", "arithmetic_tasks", "build_tasks", "ifeval_tasks", "search_tasks", "tool_agent_tasks",
            "tool_tasks"]
+
+
+# Tool-task kinds whose answer is a call. RL on a weak policy should use these: with turns
+# that pay for answering without a call in the mix, GRPO taught it to stop calling tools
+# (speedrun, expert iteration and env experiments alike; docs/LOG.md).
+CALL_KINDS = ("single", "parallel")
 
 
 def arithmetic_tasks(n: int, seed: int = 0, *, split: str = "train", difficulty: Any = 1,

@@ -117,13 +117,13 @@ def train_expert_rl(domain: str, model_dir: str, out: Path, config: ExpertIterat
     from glm45.model import GLM45ForCausalLM
     from glm45.rl.loop import RLConfig, RLRun
     from glm45.rl.rollout import RolloutConfig as RLRolloutConfig
-    from glm45.rl.task_sets import build_tasks
+    from glm45.rl.task_sets import CALL_KINDS, build_tasks
     from glm45.rl.trainer import TrainerConfig
     from glm45.tokenizer import GLMTokenizer
 
     rl = config.expert_rl[domain]
     task = EXPERT_RL_TASKS[domain]
-    options = {"difficulty": list(config.difficulty)} if task == "arithmetic" else {}
+    options = {"arithmetic": {"difficulty": list(config.difficulty)}, "tools": {"kinds": CALL_KINDS}}.get(task, {})
     train = build_tasks(task, 8 * rl.steps * rl.prompts_per_step, config.seed, split="train", **options)
     evals = build_tasks(task, rl.n_eval, config.seed + 1, split="test", unique=True, **options)
     cfg = RLConfig(out=str(out), steps=rl.steps, prompts_per_step=rl.prompts_per_step,
