@@ -102,13 +102,9 @@ def sft_documents(env: str, budget: Budget, seed: int) -> list:
 
 
 def _rl(model_dir: Path, out: Path, budget: Budget, seed: int, train: list, evals: list) -> dict:
-    import torch
-
-    from glm45.model import GLM45ForCausalLM
     from glm45.rl.loop import RLConfig, RLRun
     from glm45.rl.rollout import RolloutConfig
     from glm45.rl.trainer import TrainerConfig
-    from glm45.tokenizer import GLMTokenizer
 
     cfg = RLConfig(out=str(out), steps=budget.steps, prompts_per_step=budget.prompts_per_step,
                    rollout=RolloutConfig(group_size=budget.group_size, max_tokens=budget.max_tokens,
@@ -117,8 +113,7 @@ def _rl(model_dir: Path, out: Path, budget: Budget, seed: int, train: list, eval
                    trainer=TrainerConfig(lr=budget.lr, micro_batch_size=budget.micro_batch_size, dtype="float32"),
                    dynamic_sampling=budget.dynamic_sampling, eval_every=budget.eval_every, max_seq_len=CONTEXT,
                    engine_max_batch=64, seed=seed)
-    model = GLM45ForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    return RLRun(cfg, model, GLMTokenizer.from_pretrained(model_dir), train, evals).run()
+    return RLRun.from_pretrained(cfg, model_dir, train, evals).run()
 
 
 def trajectories(model_dir: str | Path, eval_tasks: list[dict], budget: Budget, path: Path) -> list[dict]:

@@ -42,22 +42,17 @@ def noisy_cold_start(n: int, seed: int, noise: float, difficulty: Any = 1) -> li
 
 
 def _rl(model_dir: Path, out: Path, args: argparse.Namespace, loss_agg: str, train: list, evals: list) -> dict:
-    import torch
-
-    from glm45.model import GLM45ForCausalLM
     from glm45.rl.grpo import GRPOConfig
     from glm45.rl.loop import RLConfig, RLRun
     from glm45.rl.rollout import RolloutConfig
     from glm45.rl.trainer import TrainerConfig
-    from glm45.tokenizer import GLMTokenizer
 
     cfg = RLConfig(out=str(out), steps=args.steps, prompts_per_step=args.prompts_per_step,
                    rollout=RolloutConfig(group_size=args.group_size, max_tokens=48, seed=args.seed),
                    trainer=TrainerConfig(lr=args.lr, betas=(0.9, 0.999), micro_batch_size=64,
                                          grpo=GRPOConfig(loss_agg=loss_agg)),
                    eval_every=args.eval_every, max_seq_len=160, seed=args.seed)
-    model = GLM45ForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    return RLRun(cfg, model, GLMTokenizer.from_pretrained(model_dir), train, evals).run()
+    return RLRun.from_pretrained(cfg, model_dir, train, evals).run()
 
 
 def _self_distill(out: Path, args: argparse.Namespace, train: list, evals: list) -> dict:

@@ -132,6 +132,19 @@ class _Window:
 
 
 class RLRun:
+    @classmethod
+    def from_pretrained(cls, cfg: RLConfig, model_dir: str | Path, train_tasks: Sequence[Any],
+                        eval_tasks: Sequence[Any] = ()) -> "RLRun":
+        """A run of the checkpoint in `model_dir` (loaded in fp32, with its tokenizer), rolled out
+        by the in-process engine."""
+        import torch
+
+        from glm45.model import GLM45ForCausalLM
+        from glm45.tokenizer import GLMTokenizer
+
+        model = GLM45ForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        return cls(cfg, model, GLMTokenizer.from_pretrained(model_dir), train_tasks, eval_tasks)
+
     def __init__(self, cfg: RLConfig, model: Any, tokenizer: Any, train_tasks: Sequence[Any],
                  eval_tasks: Sequence[Any] = (), *, clients: Sequence[RolloutClient] | None = None,
                  sync_targets: Sequence[Any] | None = None) -> None:
@@ -425,9 +438,9 @@ class RLRun:
         t1 = time.perf_counter()
         if not groups:
             raise NoLearningSignal("no group with a learning signal after "
-                          f"{self.cfg.max_rollout_rounds} rollout rounds (every group's rewards were equal); "
-                          "the tasks may be too easy or too hard for this policy — try --no-dynamic-sampling "
-                          "or other tasks")
+                                   f"{self.cfg.max_rollout_rounds} rollout rounds (every group's rewards were "
+                                   "equal); the tasks may be too easy or too hard for this policy — try "
+                                   "--no-dynamic-sampling or other tasks")
         version_before = self.trainer.version
         train = self.trainer.step(groups)
         t2 = time.perf_counter()

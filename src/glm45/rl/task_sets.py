@@ -24,8 +24,8 @@ from typing import Any
 
 from glm45.rl.errors import RLError
 
-__all__ = ["CALL_KINDS", "TASK_SETS", "arithmetic_tasks", "build_tasks", "ifeval_tasks", "search_tasks", "tool_agent_tasks",
-           "tool_tasks"]
+__all__ = ["CALL_KINDS", "TASK_SETS", "arithmetic_tasks", "build_tasks", "ifeval_tasks", "search_tasks",
+           "tool_agent_tasks", "tool_tasks"]
 
 
 # Tool-task kinds whose answer is a call. RL on a weak policy should use these: with turns
@@ -103,7 +103,8 @@ def ifeval_tasks(n: int, seed: int = 0, *, split: str = "train", max_constraints
     out: list[dict] = []
     seen: set[str] = set()
     for attempt in range(8):  # a prompt lands in the test split about one time in ten
-        for rec in generate_if_tasks(4 * (n + 16) * 2**attempt, seed * 101 + attempt, max_constraints=max_constraints):
+        drawn = generate_if_tasks(4 * (n + 16) * 2**attempt, seed * 101 + attempt, max_constraints=max_constraints)
+        for rec in drawn:
             if split_of(rec["prompt"]) != split or (unique and rec["prompt"] in seen):
                 continue
             seen.add(rec["prompt"])

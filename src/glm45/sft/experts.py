@@ -112,14 +112,10 @@ def cold_start_data(domain: str, config: ExpertIterationConfig) -> list[Document
 def train_expert_rl(domain: str, model_dir: str, out: Path, config: ExpertIterationConfig) -> dict[str, Any]:
     """GRPO of one cold-started expert in its domain's environment; the summary of the run
     (its `model_dir` is the RL-trained expert)."""
-    import torch
-
-    from glm45.model import GLM45ForCausalLM
     from glm45.rl.loop import RLConfig, RLRun
     from glm45.rl.rollout import RolloutConfig as RLRolloutConfig
     from glm45.rl.task_sets import CALL_KINDS, build_tasks
     from glm45.rl.trainer import TrainerConfig
-    from glm45.tokenizer import GLMTokenizer
 
     rl = config.expert_rl[domain]
     task = EXPERT_RL_TASKS[domain]
@@ -131,8 +127,7 @@ def train_expert_rl(domain: str, model_dir: str, out: Path, config: ExpertIterat
                    trainer=TrainerConfig(lr=rl.lr, dtype="float32"), dynamic_sampling=rl.dynamic_sampling,
                    eval_every=rl.eval_every, max_seq_len=config.data.seq_len, seed=config.seed, resume=False,
                    progress=False)
-    model = GLM45ForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    return RLRun(cfg, model, GLMTokenizer.from_pretrained(model_dir), train, evals).run()
+    return RLRun.from_pretrained(cfg, model_dir, train, evals).run()
 
 
 def sample_domain(domain: str, model_dir: str, config: ExpertIterationConfig) -> tuple[list[Document], dict[str, Any]]:
@@ -219,9 +214,10 @@ def run_expert_iteration(base_dir: str, out_dir: str, config: ExpertIterationCon
     summary["hybrid"] = {k: hybrid[k] for k in ("model_dir", "steps", "first_loss", "final_loss", "data")}
     log(f"[hybrid] {summary['distilled_samples']} distilled samples ({len(distill)} in all), loss {hybrid['first_loss']:.3f} -> {hybrid['final_loss']:.3f}")
     if config.evaluate is not None:
-        models = {"base": str(base_dir), **{f"expert_{d}": summary["experts"][d]["model_dir"] for d in EXPERT_DOMAINS},
-                  **{f"expert_{d}_rl": summary["experts"][d]["rl"]["model_dir"] for d in EXPERT_DOMAINS
-                     if "model_dir" in summary["experts"][d].get("rl", {})},
+        experts = summary["experts"]
+        models = {"base": str(base_dir), **{f"expert_{d}": experts[d]["model_dir"] for d in EXPERT_DOMAINS},
+                  **{f"expert_{d}_rl": experts[d]["rl"]["model_dir"] for d in EXPERT_DOMAINS
+                     if "model_dir" in experts[d].get("rl", {})},
                   "hybrid": hybrid["model_dir"]}
         summary["evaluation"] = {name: evaluate_model(_engine(d, config), config.evaluate) for name, d in models.items()}
     summary["seconds"] = time.perf_counter() - t0
