@@ -11,6 +11,10 @@ beside transformers + AdamW (fp32, no MTP). Both are also given as model-FLOP ut
 model's training FLOPs (6 × active matmul parameters incl. output heads + causal attention)
 per second over this machine's fp32 matmul peak, measured in the same run.
 
+The `packed_rows` row times the same fp32 AdamW step on SFT-shaped rows (4 × 1024 tokens packed
+from 100–600-token samples, `segment_ids` given): glm45's run-by-run attention (`SegmentRuns`)
+against the same model handed the equivalent dense block-diagonal causal mask.
+
     python benchmarks/train_step.py [--steps 6] [--batch 8] [--seq 256] [--threads 1]
 """
 
@@ -26,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from glm45.config import ModelConfig
-from glm45.model import GLM45ForCausalLM, count_parameters
+from glm45.model import GLM45ForCausalLM, build_attention_mask, count_parameters
 
 
 def bench_config() -> ModelConfig:
@@ -62,6 +66,34 @@ def timed(step, model, ids, amp, steps):
         step(model, opt, ids, amp)
     dt = time.perf_counter() - t0
     return ids[:, 1:].numel() * steps / dt
+
+
+def packed_rows(cfg: ModelConfig, batch: int = 4, seq: int = 1024, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Rows tiled by samples of 100–600 tokens: ids, per-sample positions and segment ids."""
+    g = torch.Generator().manual_seed(seed)
+    seg = torch.zeros(batch, seq, dtype=torch.long)
+    pos = torch.zeros(batch, seq, dtype=torch.long)
+    for b in range(batch):
+        start = sample = 0
+        while start < seq:
+            n = min(seq - start, int(torch.randint(100, 601, (), generator=g)))
+            seg[b, start:start + n], pos[b, start:start + n] = sample, torch.arange(n)
+            start, sample = start + n, sample + 1
+    return {"input_ids": torch.randint(0, cfg.vocab_size, (batch, seq + 1), generator=g), "position_ids": pos,
+            "segment_ids": seg}
+
+
+def packed_tokens_per_s(model, rows: dict[str, torch.Tensor], dense_mask: bool, steps: int) -> float:
+    ids, pos, seg = rows["input_ids"], rows["position_ids"], rows["segment_ids"]
+    mask = {"attn_mask": build_attention_mask(pos, None, seg)} if dense_mask else {"segment_ids": seg}
+
+    def step(m, opt, _ids, _amp):
+        loss = F.cross_entropy(m(ids[:, :-1], position_ids=pos, **mask).logits.flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return timed(step, model, ids, False, steps)
 
 
 def fp32_matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
@@ -151,6 +183,11 @@ def main() -> None:
         "transformers_adamw_tokens_per_s": round(hf_fp32), "transformers_mfu": mfu(hf_fp32, cfg),
         "ratio": round(full / hf_fp32, 2),
     }
+    rows = packed_rows(cfg)
+    runs, dense = (packed_tokens_per_s(ours, rows, d, max(2, args.steps // 2)) for d in (False, True))
+    result["packed_rows"] = {"rows": "4 x 1024 tokens of 100-600-token samples, fp32, AdamW",
+                             "glm45_segment_runs_tokens_per_s": round(runs),
+                             "glm45_dense_mask_tokens_per_s": round(dense), "ratio": round(runs / dense, 2)}
     print(json.dumps(result, indent=2))
 
 

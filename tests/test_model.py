@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from glm45.config import ModelConfig
-from glm45.model import GLM45ForCausalLM, count_parameters
+from glm45.model import GLM45ForCausalLM, build_attention_mask, count_parameters
 from glm45.model.params import count_module_parameters
 from helpers_model import apply_partial_rope, randomize, tiny_config
 
@@ -85,6 +85,34 @@ def test_segments_isolate_documents():
         out = m(packed, segment_ids=seg).logits
         assert torch.allclose(out[:, :5], m(a).logits, atol=1e-5)
         assert torch.allclose(out[:, 5:], m(b).logits, atol=1e-5)
+
+
+def test_packed_rows_attend_run_by_run_exactly_as_the_dense_mask():
+    """Segment ids take the run-by-run path (SegmentRuns); it must equal the dense block-diagonal
+    causal mask in logits, MTP logits and every gradient — rows with different runs, a run of
+    one token, a row that is one run."""
+    from glm45.model.glm45 import _positions_within_segments
+
+    cfg = tiny_config()
+    m = randomize(GLM45ForCausalLM(cfg), seed=7)
+    ids = torch.randint(0, cfg.vocab_size, (3, 12))
+    seg = torch.tensor([[0] * 5 + [1] * 7, [0] * 4 + [1] + [2] * 7, [0] * 12])
+    pos = _positions_within_segments(seg)
+    dense = build_attention_mask(pos, None, seg)
+
+    def run(**kw):
+        m.zero_grad()
+        out = m(ids, position_ids=pos, return_mtp=True, **kw)
+        (out.logits.square().mean() + out.mtp_logits.square().mean()).backward()
+        return out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    runs, runs_grads = run(segment_ids=seg)
+    full, full_grads = run(attn_mask=dense)
+    assert torch.allclose(runs.logits, full.logits, atol=1e-5)
+    assert torch.allclose(runs.mtp_logits, full.mtp_logits, atol=1e-5)
+    assert runs_grads.keys() == full_grads.keys()
+    for name in full_grads:
+        assert torch.allclose(runs_grads[name], full_grads[name], atol=1e-5), name
 
 
 def test_partial_rope_rotates_first_half_only_neox_style():

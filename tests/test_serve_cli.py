@@ -72,3 +72,15 @@ def test_serve_subprocess():
     # uvicorn shuts down gracefully, then re-raises Ctrl-C: the CLI's exit code for an interrupt
     assert proc.returncode == 130 and "Traceback" not in out, out
     assert "serving 'tiny'" in out and "127.0.0.1" in out
+
+
+def test_foreground_server_remembers_ctrl_c_but_not_sigterm():
+    """The CLI exits 130 after a Ctrl-C even when asyncio drops uvicorn's re-raised SIGINT."""
+    from fastapi import FastAPI
+
+    from glm45.serve.server import ForegroundServer, uvicorn_config
+
+    for sig, interrupted in ((signal.SIGTERM, False), (signal.SIGINT, True)):
+        server = ForegroundServer(uvicorn_config(FastAPI(), "127.0.0.1", free_port()))
+        server.handle_exit(sig, None)
+        assert server.should_exit and server.interrupted is interrupted

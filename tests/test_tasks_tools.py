@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import pytest
 
@@ -75,6 +76,12 @@ def _scalars(value):
     if isinstance(value, list):
         return [x for v in value for x in _scalars(v)]
     return [value]
+
+
+def test_a_kind_listed_twice_is_drawn_twice_as_often():
+    counts = Counter(t.kind for t in generate_tool_tasks(600, 3, kinds=("single", "single", "irrelevant")))
+    assert set(counts) == {"single", "irrelevant"}
+    assert 0.6 < counts["single"] / 600 < 0.73  # 2/3 expected; 600 draws put it within ±0.06 at 3.5 sigma
 
 
 def test_score_calls_diagnoses_errors():

@@ -3,8 +3,9 @@
 Shape legend: B batch, T query length, S key length, D model width, V vocabulary.
 
 Masks: with no padding, no segments and no cache, attention is plain causal (SDPA's fast
-path). Otherwise a boolean mask [B, 1, T, S] (True = may attend) is built here from the
-padding mask and/or segment ids, or passed in whole by the caller (the inference engine).
+path). Packed rows (segment ids, no padding mask) attend run by run (`SegmentRuns`).
+Otherwise a boolean mask [B, 1, T, S] (True = may attend) is built here from the padding mask
+and/or segment ids, or passed in whole by the caller (the inference engine).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glm45.config import ModelConfig
-from glm45.model.layers import MLP, Attention, KVCacheLike, RMSNorm, RotaryEmbedding
+from glm45.model.layers import MLP, Attention, KVCacheLike, RMSNorm, RotaryEmbedding, SegmentRuns
 from glm45.model.moe import MoE, RouterStats
 
 
@@ -191,7 +192,9 @@ class GLM45ForCausalLM(nn.Module):
             else:
                 position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         mask = attn_mask
-        if mask is None and (attention_mask is not None or segment_ids is not None):
+        if mask is None and attention_mask is None and segment_ids is not None and cache is None:
+            mask = SegmentRuns.from_segment_ids(segment_ids)
+        elif mask is None and (attention_mask is not None or segment_ids is not None):
             mask = build_attention_mask(position_ids, attention_mask, segment_ids)
         hidden_BTD, rope, stats = self.model(input_ids, position_ids, mask, cache, return_router_scores,
                                              self.gradient_checkpointing)

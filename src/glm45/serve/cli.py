@@ -31,11 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    import uvicorn
-
     from glm45.serve.app import create_app
     from glm45.serve.backend import BackendError, EngineBackend, load_generation_defaults
-    from glm45.serve.server import uvicorn_config
+    from glm45.serve.server import ForegroundServer, uvicorn_config
     from glm45.serve.service import ServeConfig
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -57,5 +55,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving {name!r} from {args.model} on http://{args.host}:{args.port}/v1 "
           f"(batch {args.max_batch_size}, context {backend.max_model_len}, speculative {args.speculative}, "
           f"thinking {args.default_thinking}, api key {'on' if config.api_key else 'off'})", flush=True)
-    uvicorn.Server(uvicorn_config(app, args.host, args.port, args.log_level)).run()
+    server = ForegroundServer(uvicorn_config(app, args.host, args.port, args.log_level))
+    server.run()
+    if server.interrupted:  # uvicorn's re-raised Ctrl-C was lost (see ForegroundServer)
+        raise KeyboardInterrupt
     return 0

@@ -3,6 +3,7 @@ local port (tests, benchmarks, notebooks)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -22,6 +23,19 @@ def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info") 
     # a log line per streamed request would cost more than the request on a small model.
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                           timeout_graceful_shutdown=5, lifespan="on")
+
+
+class ForegroundServer(uvicorn.Server):
+    """The CLI's server: remembers a Ctrl-C. uvicorn shuts down gracefully on SIGINT and then
+    re-raises it, but under asyncio's runner the re-raised signal only cancels the serving task;
+    when that task has already finished, the interrupt is dropped and the process would exit 0
+    instead of 130 (seen once in the test suite)."""
+
+    interrupted = False
+
+    def handle_exit(self, sig: int, frame) -> None:
+        self.interrupted = self.interrupted or sig == signal.SIGINT
+        super().handle_exit(sig, frame)
 
 
 class ServerThread:

@@ -555,9 +555,9 @@ def generate_tool_tasks(
     n_distractors: int = 2,
     unique: bool = False,
 ) -> list[ToolTask]:
-    """``n`` tasks, each of a kind drawn uniformly from ``kinds``. Each offers the tools it
-    needs plus ``n_distractors`` others (irrelevant tasks: ``n_distractors + 1`` unrelated
-    tools), in shuffled order."""
+    """``n`` tasks, each of a kind drawn uniformly from ``kinds`` (a kind listed twice is drawn
+    twice as often). Each offers the tools it needs plus ``n_distractors`` others (irrelevant
+    tasks: ``n_distractors + 1`` unrelated tools), in shuffled order."""
     kinds = tuple(kinds)
     if not kinds or any(k not in KINDS for k in kinds):
         raise TaskError(f"kinds must be a non-empty subset of {KINDS}, got {kinds!r}")
