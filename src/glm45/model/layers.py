@@ -16,6 +16,19 @@ from torch import nn
 from glm45.config import ModelConfig
 
 
+def matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype F.linear computes in for input x: autocast's where it is on, else x's own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def in_matmul_dtype(x: torch.Tensor) -> torch.Tensor:
+    """x cast once to the dtype its matmuls will use. Under autocast every F.linear casts an fp32
+    input again (weights are cached, inputs are not): a block feeding one input to several
+    projections casts it first. A no-op outside autocast."""
+    return x.to(matmul_dtype(x))
+
+
 class RMSNorm(nn.Module):
     """RMSNorm computed in fp32, cast back to the input dtype, then scaled by the weight."""
 
@@ -148,6 +161,7 @@ class Attention(nn.Module):
     def forward(self, x_BTD: torch.Tensor, rope: Rope,
                 mask: torch.Tensor | SegmentRuns | None, cache: KVCacheLike | None = None) -> torch.Tensor:
         B, T, _ = x_BTD.shape
+        x_BTD = in_matmul_dtype(x_BTD)
         q_BTHE = self.q_proj(x_BTD).view(B, T, self.n_heads, self.head_dim)
         k_BTKE = self.k_proj(x_BTD).view(B, T, self.n_kv, self.head_dim)
         v_BKTE = self.v_proj(x_BTD).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
@@ -176,4 +190,5 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = in_matmul_dtype(x)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

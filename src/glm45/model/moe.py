@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glm45.config import ModelConfig
-from glm45.model.layers import MLP
+from glm45.model.layers import MLP, in_matmul_dtype, matmul_dtype
 
 
 @dataclass
@@ -168,7 +168,7 @@ class Experts(nn.Module):
                 torch._grouped_mm(x_MD, up.transpose(1, 2), offs=offs)
             y_MD = torch._grouped_mm(h, down.transpose(1, 2), offs=offs)
         else:
-            per_expert = self._trainable_expert_weights(_matmul_dtype(x_MD)) if torch.is_grad_enabled() else None
+            per_expert = self._trainable_expert_weights(matmul_dtype(x_MD)) if torch.is_grad_enabled() else None
             pieces = []
             for e, x_e in enumerate(torch.split(x_MD, counts_E.tolist())):
                 if x_e.shape[0] == 0:
@@ -177,12 +177,6 @@ class Experts(nn.Module):
             y_MD = torch.cat(pieces) if pieces else x_MD.new_zeros(0, D)
         # Un-permute into (token, slot) order.
         return torch.empty_like(y_MD).index_copy_(0, order_M, y_MD).view(N, K, D)
-
-
-def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype F.linear computes in for input x: autocast's where it is on, else x's own."""
-    device = x.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 def _swiglu(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
@@ -203,6 +197,7 @@ class MoE(nn.Module):
         x_ND = x_BTD.reshape(-1, D)
         weights_NK, idx_NK, scores_NE = self.gate(x_ND)
         counts_E = torch.bincount(idx_NK.reshape(-1), minlength=self.gate.n_experts)
+        x_ND = in_matmul_dtype(x_ND)  # once, not per expert and projection (the router reads fp32)
         y_ND = self.experts(x_ND, weights_NK, idx_NK, counts_E)
         if self.shared_experts is not None:
             y_ND = y_ND + self.shared_experts(x_ND)
