@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+
     from glm45.serve.app import create_app
     from glm45.serve.backend import BackendError, EngineBackend, load_generation_defaults
     from glm45.serve.server import ForegroundServer, uvicorn_config
