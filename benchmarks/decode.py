@@ -1,19 +1,22 @@
 """Decode speed of the glm45 engine against transformers `generate`, in one run.
 
-1. Plain greedy decoding at batch 1 and batch 8 on the same random weights: the glm45 engine
-   vs `transformers` Glm4MoeForCausalLM.generate (checkpoint saved by glm45, loaded by
-   transformers). Repetitions alternate between the two and the best time of each counts, so
-   a noisy shared machine affects both alike. The generated tokens must be identical.
+1. Plain greedy decoding at batch 1 and batch 8 on the same random weights: the glm45 engine,
+   eager and with its compiled decode step (`Engine(compile=True)`), vs `transformers`
+   Glm4MoeForCausalLM.generate (checkpoint saved by glm45, loaded by transformers), eager and
+   with a static cache and a torch.compile'd forward (its own recipe for faster decoding; it does
+   not compile by itself on CPU). Repetitions alternate between all of them and the best time of
+   each counts, so a noisy shared machine affects all alike. The generated tokens must be
+   identical. Compile times are reported separately.
 2. MTP speculative decoding on a checkpoint whose MTP head is trained: the nano model is
    trained briefly (main + MTP loss) on predictable synthetic text (a fixed successor map with
-   10% noise), then the engine decodes with and without speculation.
+   10% noise), then the engine decodes with and without speculation, eager and compiled.
 3. FP8: the trained model quantised to block-wise e4m3 (`quantize_model_fp8`): logit error
    against the source weights and agreement of greedy outputs.
 
 Prints one JSON object with tokens/s, the ratios, the speculative acceptance rate and the FP8
 error.
 
-    python benchmarks/decode.py [--new-tokens 128] [--reps 3] [--train-steps 150] [--threads 1]
+    python benchmarks/decode.py [--new-tokens 128] [--reps 3] [--train-steps 150] [--threads 1] [--no-compile]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import copy
 import json
 import tempfile
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -52,12 +56,25 @@ def engine_decode(engine: Engine, prompts: list[list[int]], new_tokens: int) -> 
 
 def hf_decode(model, prompts: list[list[int]], new_tokens: int) -> tuple[float, list[list[int]]]:
     ids = torch.tensor(prompts)
+    static = {"cache_implementation": "static"} if getattr(model, "compiled", False) else {}
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                             min_new_tokens=new_tokens, do_sample=False)
+                             min_new_tokens=new_tokens, do_sample=False, **static)
     dt = time.perf_counter() - t0
     return dt, out[:, ids.shape[1]:].tolist()
+
+
+def load_transformers(directory: str, compiled: bool):
+    import transformers
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+    if compiled:
+        hf.forward = torch.compile(hf.forward, dynamic=False)
+        hf.compiled = True
+    return hf
 
 
 def compare_with_transformers(args) -> dict:
@@ -66,28 +83,40 @@ def compare_with_transformers(args) -> dict:
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
     model = GLM45ForCausalLM(nano_config()).eval()
+    max_len = args.prompt_len + args.new_tokens + 8
+    runners = {"glm45": partial(engine_decode, Engine(model, max_batch_size=8, max_seq_len=max_len))}
     with tempfile.TemporaryDirectory() as d:
         model.save_pretrained(d)
-        hf = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 0
-    engine = Engine(model, max_batch_size=8, max_seq_len=args.prompt_len + args.new_tokens + 8)
+        runners["transformers"] = partial(hf_decode, load_transformers(d, compiled=False))
+        if args.compile:
+            runners["glm45_compiled"] = partial(engine_decode, Engine(model, max_batch_size=8, max_seq_len=max_len,
+                                                                      compile=True))
+            runners["transformers_compiled"] = partial(hf_decode, load_transformers(d, compiled=True))
     out: dict = {}
     g = torch.Generator().manual_seed(1)
     for batch in (1, 8):
         prompts = torch.randint(24, 8192, (batch, args.prompt_len), generator=g).tolist()
-        engine_decode(engine, prompts, 8)  # warm-up
-        hf_decode(hf, prompts, 8)
-        ours_t, hf_t = [], []
+        row: dict = {"warm_up_seconds": {}}
+        for name, run in runners.items():  # warm-up (and compilation)
+            t0 = time.perf_counter()
+            run(prompts, 8)
+            row["warm_up_seconds"][name] = round(time.perf_counter() - t0, 1)
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        tokens: dict[str, list[list[int]]] = {}
         for _ in range(args.reps):
-            t, ours_ids, _ = engine_decode(engine, prompts, args.new_tokens)
-            ours_t.append(t)
-            t, hf_ids = hf_decode(hf, prompts, args.new_tokens)
-            hf_t.append(t)
+            for name, run in runners.items():
+                t, tokens[name] = run(prompts, args.new_tokens)[:2]
+                times[name].append(t)
         n = batch * args.new_tokens
-        ours, theirs = n / min(ours_t), n / min(hf_t)
-        out[f"batch{batch}"] = {"glm45_tokens_per_s": round(ours, 1), "transformers_tokens_per_s": round(theirs, 1),
-                                "ratio": round(ours / theirs, 3), "identical_tokens": ours_ids == hf_ids}
+        speed = {name: n / min(ts) for name, ts in times.items()}
+        row.update({f"{name}_tokens_per_s": round(v, 1) for name, v in speed.items()})
+        row["ratio"] = round(speed["glm45"] / speed["transformers"], 3)
+        if args.compile:
+            row["ratio_compiled_vs_transformers"] = round(speed["glm45_compiled"] / speed["transformers"], 3)
+            row["ratio_compiled_vs_transformers_compiled"] = round(
+                speed["glm45_compiled"] / speed["transformers_compiled"], 3)
+        row["identical_tokens"] = all(ids == tokens["transformers"] for ids in tokens.values())
+        out[f"batch{batch}"] = row
     return out
 
 
@@ -133,24 +162,26 @@ def train_predictable(args) -> tuple[GLM45ForCausalLM, torch.Tensor, torch.Tenso
 def speculative_speedup(args, model, succ, alphabet, info) -> dict:
     g = torch.Generator().manual_seed(3)
     max_len = args.prompt_len + args.new_tokens + 8
-    plain = Engine(model, max_batch_size=8, max_seq_len=max_len)
-    spec = Engine(model, max_batch_size=8, max_seq_len=max_len, speculative=True)
     out = {"training": info}
-    for batch in (1, 8):
-        prompts = synthetic_batch(succ, alphabet, batch, args.prompt_len, 0.0, g).tolist()
-        engine_decode(plain, prompts, 8)
-        engine_decode(spec, prompts, 8)
-        plain_t, spec_t = [], []
-        for _ in range(args.reps):
-            t, plain_ids, _ = engine_decode(plain, prompts, args.new_tokens)
-            plain_t.append(t)
-            t, spec_ids, run = engine_decode(spec, prompts, args.new_tokens)
-            spec_t.append(t)
-        n = batch * args.new_tokens
-        out[f"batch{batch}"] = {
-            "plain_tokens_per_s": round(n / min(plain_t), 1), "speculative_tokens_per_s": round(n / min(spec_t), 1),
-            "speedup": round(min(plain_t) / min(spec_t), 3), "acceptance_rate": round(run["acceptance_rate"], 3),
-            "tokens_per_forward": round(run["tokens_per_forward"], 3), "identical_tokens": plain_ids == spec_ids}
+    for compiled in ((False, True) if args.compile else (False,)):
+        plain = Engine(model, max_batch_size=8, max_seq_len=max_len, compile=compiled)
+        spec = Engine(model, max_batch_size=8, max_seq_len=max_len, speculative=True, compile=compiled)
+        for batch in (1, 8):
+            prompts = synthetic_batch(succ, alphabet, batch, args.prompt_len, 0.0, g).tolist()
+            engine_decode(plain, prompts, 8)
+            engine_decode(spec, prompts, 8)
+            plain_t, spec_t = [], []
+            for _ in range(args.reps):
+                t, plain_ids, _ = engine_decode(plain, prompts, args.new_tokens)
+                plain_t.append(t)
+                t, spec_ids, run = engine_decode(spec, prompts, args.new_tokens)
+                spec_t.append(t)
+            n = batch * args.new_tokens
+            out[f"batch{batch}" + ("_compiled" if compiled else "")] = {
+                "plain_tokens_per_s": round(n / min(plain_t), 1),
+                "speculative_tokens_per_s": round(n / min(spec_t), 1),
+                "speedup": round(min(plain_t) / min(spec_t), 3), "acceptance_rate": round(run["acceptance_rate"], 3),
+                "tokens_per_forward": round(run["tokens_per_forward"], 3), "identical_tokens": plain_ids == spec_ids}
     return out
 
 
@@ -178,6 +209,8 @@ def main() -> None:
     ap.add_argument("--alphabet", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for both engines")
     ap.add_argument("--skip-trained", action="store_true", help="only the transformers comparison (no training)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="skip the compiled engines (glm45 compile=True, transformers static cache + torch.compile)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     result = {"config": "nano (4 layers, hidden 256, 16 experts top-4, vocab 8192), fp32, greedy",
@@ -190,8 +223,13 @@ def main() -> None:
     vt = result["vs_transformers"]
     result["ratio_batch1"] = vt["batch1"]["ratio"]
     result["ratio_batch8"] = vt["batch8"]["ratio"]
+    if args.compile:
+        result["ratio_compiled_batch1"] = vt["batch1"]["ratio_compiled_vs_transformers"]
+        result["ratio_compiled_batch8"] = vt["batch8"]["ratio_compiled_vs_transformers"]
     if "speculative" in result:
         result["speculative_speedup_batch1"] = result["speculative"]["batch1"]["speedup"]
+        if args.compile:
+            result["speculative_speedup_batch1_compiled"] = result["speculative"]["batch1_compiled"]["speedup"]
     print(json.dumps(result, indent=2))
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from glm45.model.moe import expert_counts
 from glm45.train.balance import (
     BalanceInputError,
-    expert_counts,
     max_violation,
     router_bias_buffers,
     sequence_balance_loss,

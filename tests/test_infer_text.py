@@ -123,7 +123,7 @@ def test_generate_command_jsonl(ckpt, tmp_path, capsys):
     assert len(rows[1]["logprobs"]) == 3 and "message" in rows[2]
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert summary["generated_tokens"] == 12 and "acceptance_rate" in summary
-    # The same greedy prompt through the engine directly.
+    # The same greedy prompt through the engine directly (eager, not speculative).
     engine = Engine.from_pretrained(ckpt)
     assert rows[0]["token_ids"] == engine.generate("The quick", SamplingParams(
         max_tokens=4, temperature=0, ignore_eos=True))[0].token_ids

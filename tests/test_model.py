@@ -65,6 +65,14 @@ def test_expert_load_counts_every_routed_token():
     assert torch.all(load.sum(-1) == 3 * 7 * cfg.num_experts_per_tok)
 
 
+def test_expert_counts_equal_bincount():
+    from glm45.model.moe import expert_counts
+
+    idx = torch.randint(0, 16, (50, 4))
+    assert torch.equal(expert_counts(idx, 16), torch.bincount(idx.reshape(-1), minlength=16))
+    assert torch.equal(expert_counts(torch.tensor([[3, 3]]), 5), torch.tensor([0, 0, 0, 2, 0]))
+
+
 def test_router_scores_exposed_with_grad():
     cfg = tiny_config()
     m = GLM45ForCausalLM(cfg)
@@ -215,7 +223,9 @@ def test_expert_dispatch_paths_agree(n_tokens):
         assert experts.use_gathered(n_tokens * k) == (n_tokens * k <= cfg.n_routed_experts)
         fast = experts(x, w, idx, counts)
         gathered = experts._few_rows_gathered(x, idx)
+        reduced = experts._indexed_reduction(x, idx)  # the compiled decode step's formulation
     loop = experts(x, w, idx, counts)  # grad enabled: the per-expert loop
     torch.testing.assert_close(fast, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close((gathered * w.unsqueeze(-1)).sum(1), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close((reduced * w.unsqueeze(-1)).sum(1), want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(loop.detach(), want, rtol=1e-5, atol=1e-5)

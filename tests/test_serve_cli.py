@@ -27,7 +27,7 @@ def test_help_lists_the_options():
                          timeout=60)
     assert out.returncode == 0
     for flag in ("--model", "--host", "--port", "--api-key", "--served-model-name", "--max-batch-size",
-                 "--speculative", "--default-thinking"):
+                 "--speculative", "--compile", "--default-thinking"):
         assert flag in out.stdout
     assert "127.0.0.1" in out.stdout
 

@@ -18,6 +18,8 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp8", action="store_true", help="run linear weights as block-wise e4m3 (FP8 checkpoints "
                    "run in FP8 anyway)")
     p.add_argument("--speculative", action="store_true", help="MTP speculative decoding")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (about 2x faster "
+                   "decoding on CPU after a compile of seconds to a minute on the first steps)")
     p.add_argument("--max-batch-size", type=int, default=8)
     p.add_argument("--max-seq-len", type=int, default=None, help="prompt + generated tokens per request")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -55,4 +57,4 @@ def load_engine(args: argparse.Namespace):
     return Engine.from_pretrained(args.model, dtype=DTYPES[args.dtype] if args.dtype else None,
                                   fp8=True if args.fp8 else None, device=args.device,
                                   max_batch_size=args.max_batch_size, max_seq_len=args.max_seq_len,
-                                  speculative=args.speculative)
+                                  speculative=args.speculative, compile=args.compile)

@@ -92,11 +92,14 @@ class Engine:
 
     `max_seq_len` bounds prompt + generated tokens per request (the cache holds that many per
     row); `max_batch_size` is the number of rows. `speculative` drafts with the MTP layer.
+    `compile` runs decode forwards through `torch.compile` (prefill stays eager: its shapes vary
+    and it is not bound by per-op overhead). The first steps of each batch shape compile
+    (seconds to a minute); after that a decode step is one fused graph.
     """
 
     def __init__(self, model, tokenizer=None, *, max_batch_size: int = 8, max_seq_len: int | None = None,
                  speculative: bool = False, device: str | torch.device | None = None, seed: int | None = None,
-                 max_prefill_tokens: int = 16384):
+                 max_prefill_tokens: int = 16384, compile: bool = False):
         config = model.config
         if not (isinstance(max_batch_size, int) and max_batch_size >= 1):
             raise InferenceError(f"max_batch_size must be a positive integer, got {max_batch_size!r}")
@@ -128,6 +131,14 @@ class Engine:
         self._pending: list[RequestOutput] = []  # outputs of aborts, returned by the next step
         self._ids = itertools.count()
         self._decode_batch: tuple[tuple[str, ...], SamplingBatch] | None = None
+        self.compiled = compile
+        self._decode_forward, self._decode_mtp = model.forward, getattr(model, "mtp_forward", None)
+        if compile:
+            model.model.rotary.reserve(max_seq_len, self.device)
+            # dynamic: batch size and cache length vary step to step; one graph serves them all.
+            self._decode_forward = torch.compile(model.forward, dynamic=True)
+            if speculative:
+                self._decode_mtp = torch.compile(model.mtp_forward, dynamic=True)
         layers = config.num_hidden_layers + (1 if speculative else 0)
         with torch.inference_mode():
             self.cache = KVCache(layers, max_batch_size, config.num_key_value_heads, config.head_dim,
@@ -296,8 +307,8 @@ class Engine:
     def _decode(self, reqs: list[_Request], outputs: list[RequestOutput]) -> None:
         cb = self.cache.batch(0, [r.cached for r in reqs], 1)
         ids_B1 = torch.tensor([[r.last] for r in reqs], device=self.device)
-        logits_BV = self.model(ids_B1, position_ids=cb.position_ids, attn_mask=cb.mask, cache=cb,
-                               logits_to_keep=1).logits[:, 0]
+        logits_BV = self._decode_forward(ids_B1, position_ids=cb.position_ids, attn_mask=cb.mask, cache=cb,
+                                         logits_to_keep=1).logits[:, 0]
         batch = self._batch(reqs)
         tokens_B = self._choose(reqs, batch, logits_BV)
         logprobs = self._logprobs(reqs, logits_BV, tokens_B)
@@ -312,7 +323,7 @@ class Engine:
         B = len(reqs)
         cb = self.cache.batch(0, [r.cached for r in reqs], 2)
         ids_B2 = torch.tensor([[r.last, r.draft] for r in reqs], device=self.device)
-        out = self.model(ids_B2, position_ids=cb.position_ids, attn_mask=cb.mask, cache=cb)
+        out = self._decode_forward(ids_B2, position_ids=cb.position_ids, attn_mask=cb.mask, cache=cb)
         logits_B2V = out.logits
         draft_B = ids_B2[:, 1]
         batch = self._batch(reqs)
@@ -331,8 +342,8 @@ class Engine:
         # filler lies past the row's length and is overwritten next step.
         next_B2 = torch.where(accept_B[:, None], torch.stack([draft_B, verdict.second_B], 1),
                               verdict.first_B[:, None].expand(B, 2))
-        mtp_BV = self.model.mtp_forward(out.hidden_states, next_B2, cb.position_ids, cb.mask, cb,
-                                        logits_index=accept_B.long()[:, None])[:, 0]
+        mtp_BV = self._decode_mtp(out.hidden_states, next_B2, cb.position_ids, cb.mask, cb,
+                                  logits_index=accept_B.long()[:, None])[:, 0]
         drafts = self._draft(reqs, batch, mtp_BV)
         logprobs = None
         if any(r.logprobs is not None for r in reqs):
@@ -518,6 +529,20 @@ class Engine:
         state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
         with torch.inference_mode():
             assign_weights(self.model, state, strict=strict)
+
+    def warm_up(self) -> None:
+        """Run the decode shapes a server meets (one row; rows at different positions; rows at
+        the same position) on throwaway requests, so a compiled engine compiles them now; the
+        totals are reset afterwards."""
+        if self.has_unfinished():
+            raise InferenceError("warm_up needs an idle engine")
+        params = SamplingParams(max_tokens=3, ignore_eos=True, temperature=0.0)
+        rows = min(2, self.max_batch_size)
+        ragged = [[self.pad_id] * min(1 + i, self.max_seq_len - 1) for i in range(rows)]
+        for prompts in ([[self.pad_id]], ragged, [[self.pad_id]] * rows):
+            self.generate(prompts, params)
+        self.totals = dict.fromkeys(self.totals, 0)
+        self.totals["step_time_s"] = 0.0
 
     def stats(self) -> dict[str, Any]:
         t = dict(self.totals)

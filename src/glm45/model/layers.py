@@ -92,10 +92,20 @@ class RotaryEmbedding(nn.Module):
         idx = torch.arange(E, device=device)
         self._partner = torch.cat([idx[R // 2:R], idx[:R // 2], idx[R:]])
 
+    def reserve(self, length: int, device: torch.device | str) -> None:
+        """Build the tables for positions 0..length-1 now. A compiled forward needs this: it
+        cannot grow the tables (that reads the largest position back to the host)."""
+        if self._cos is None or self._cos.shape[0] < length or self._cos.device != torch.device(device):
+            self._build(length, torch.device(device))
+
     def forward(self, position_ids_BT: torch.Tensor, dtype: torch.dtype) -> Rope:
-        needed = int(position_ids_BT.max()) + 1 if position_ids_BT.numel() else 1
-        if self._cos is None or self._cos.shape[0] < needed or self._cos.device != position_ids_BT.device:
-            self._build(max(needed, 256 if self._cos is None else 2 * self._cos.shape[0]), position_ids_BT.device)
+        if torch.compiler.is_compiling():
+            if self._cos is None:
+                raise RuntimeError("RotaryEmbedding.reserve(max positions) must run before compiling the model")
+        else:
+            needed = int(position_ids_BT.max()) + 1 if position_ids_BT.numel() else 1
+            if self._cos is None or self._cos.shape[0] < needed or self._cos.device != position_ids_BT.device:
+                self._build(max(needed, 256 if self._cos is None else 2 * self._cos.shape[0]), position_ids_BT.device)
         cos = self._cos[position_ids_BT].to(dtype).unsqueeze(1)
         sin = self._sin[position_ids_BT].to(dtype).unsqueeze(1)
         return Rope(cos, sin, self._partner)

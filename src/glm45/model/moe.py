@@ -142,10 +142,24 @@ class Experts(nn.Module):
             return x_MD.dtype == torch.bfloat16
         return not torch.is_grad_enabled() and x_MD.dtype == torch.float32
 
+    def _indexed_reduction(self, x_ND: torch.Tensor, idx_NK: torch.Tensor) -> torch.Tensor:
+        """[N, K, D] outputs written as multiply-and-sum over the chosen experts' weights: no
+        data-dependent shape and no host sync. Eagerly this copies the weights, but a compiler
+        (torch.compile) fuses the indexing into the reduction, so each chosen expert's weights
+        are read once in place: the compiled decode step's path (2x the eager step at batch 1)."""
+        N, K = idx_NK.shape
+        gate, up, down = self.stacked_weights()
+        idx_M = idx_NK.reshape(-1)
+        x_M1D = x_ND.repeat_interleave(K, dim=0).unsqueeze(1)
+        h_MI = F.silu((gate[idx_M] * x_M1D).sum(-1)) * (up[idx_M] * x_M1D).sum(-1)
+        return (down[idx_M] * h_MI.unsqueeze(1)).sum(-1).view(N, K, -1)
+
     def forward(self, x_ND: torch.Tensor, weights_NK: torch.Tensor, idx_NK: torch.Tensor,
                 counts_E: torch.Tensor) -> torch.Tensor:
         N, K = idx_NK.shape
-        if not self.use_gathered(N * K):
+        if torch.compiler.is_compiling() and not torch.is_grad_enabled():
+            y_NKD = self._indexed_reduction(x_ND, idx_NK)
+        elif not self.use_gathered(N * K):
             y_NKD = self._sorted_by_expert(x_ND, idx_NK, counts_E)
         elif x_ND.device.type == "cpu":
             y_NKD = self._few_rows_cpu(x_ND, idx_NK)
@@ -179,6 +193,13 @@ class Experts(nn.Module):
         return torch.empty_like(y_MD).index_copy_(0, order_M, y_MD).view(N, K, D)
 
 
+def expert_counts(topk_idx_NK: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Tokens routed to each expert: [E] counts from the top-k indices of N tokens. Not bincount:
+    its output shape depends on the data, which a compiled graph cannot hold."""
+    idx_M = topk_idx_NK.reshape(-1)
+    return torch.zeros(n_experts, dtype=torch.long, device=idx_M.device).index_add_(0, idx_M, torch.ones_like(idx_M))
+
+
 def _swiglu(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     """One expert: down(silu(gate x) * up x)."""
     return F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), down)
@@ -196,7 +217,7 @@ class MoE(nn.Module):
         B, T, D = x_BTD.shape
         x_ND = x_BTD.reshape(-1, D)
         weights_NK, idx_NK, scores_NE = self.gate(x_ND)
-        counts_E = torch.bincount(idx_NK.reshape(-1), minlength=self.gate.n_experts)
+        counts_E = expert_counts(idx_NK, self.gate.n_experts)
         x_ND = in_matmul_dtype(x_ND)  # once, not per expert and projection (the router reads fp32)
         y_ND = self.experts(x_ND, weights_NK, idx_NK, counts_E)
         if self.shared_experts is not None:

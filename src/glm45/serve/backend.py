@@ -49,14 +49,17 @@ class EngineBackend:
 
     @classmethod
     def load(cls, model_dir: str, *, max_batch_size: int = 16, speculative: bool = False,
-             max_model_len: int | None = None, dtype: str | None = None, device: str | None = None) -> EngineBackend:
+             max_model_len: int | None = None, dtype: str | None = None, device: str | None = None,
+             compile: bool = False) -> EngineBackend:
         if not os.path.isdir(model_dir):
             raise BackendError(f"{model_dir} is not a directory")
         if not os.path.isfile(os.path.join(model_dir, "tokenizer.json")):
             raise BackendError(f"{model_dir} has no tokenizer.json; the server needs the tokenizer")
         torch_dtype = getattr(torch, dtype) if dtype else None
         engine = Engine.from_pretrained(model_dir, dtype=torch_dtype, device=device, max_batch_size=max_batch_size,
-                                        max_seq_len=max_model_len, speculative=speculative)
+                                        max_seq_len=max_model_len, speculative=speculative, compile=compile)
+        if compile:
+            engine.warm_up()  # compile now, not on the first clients' requests
         return cls(engine)
 
     async def start(self) -> None:

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int, default=None,
                    help="prompt + completion tokens per request (default: the model's, at most 8192)")
     p.add_argument("--speculative", action="store_true", help="MTP speculative decoding (needs the MTP layer)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step (compiled at start-up, before serving)")
     p.add_argument("--default-thinking", choices=["on", "off"], default="on",
                    help="thinking mode when a request does not set chat_template_kwargs.enable_thinking")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         backend = EngineBackend.load(args.model, max_batch_size=args.max_batch_size, speculative=args.speculative,
-                                     max_model_len=args.max_model_len, dtype=args.dtype, device=device)
+                                     max_model_len=args.max_model_len, dtype=args.dtype, device=device,
+                                     compile=args.compile)
     except (BackendError, ValueError, OSError) as e:
         print(f"error: cannot load {args.model}: {e}", file=sys.stderr)
         return 2
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(backend, config)
     print(f"serving {name!r} from {args.model} on http://{args.host}:{args.port}/v1 "
           f"(batch {args.max_batch_size}, context {backend.max_model_len}, speculative {args.speculative}, "
+          f"compiled {args.compile}, "
           f"thinking {args.default_thinking}, api key {'on' if config.api_key else 'off'})", flush=True)
     server = ForegroundServer(uvicorn_config(app, args.host, args.port, args.log_level))
     server.run()

@@ -80,11 +80,6 @@ def max_violation(loads_LE: Tensor) -> Tensor:
     return torch.where(mean_L > 0, ratio_L - 1.0, torch.zeros_like(mean_L))
 
 
-def expert_counts(topk_idx_NK: Tensor, n_experts: int) -> Tensor:
-    """Tokens routed to each expert: [E] counts from the top-k indices of N tokens."""
-    return torch.bincount(topk_idx_NK.reshape(-1), minlength=n_experts)[:n_experts]
-
-
 def sequence_balance_loss(scores_BTE: Tensor, topk_idx_BTK: Tensor, n_experts: int, top_k: int,
                           mask_BT: Tensor | None = None) -> Tensor:
     """DeepSeek-V3's sequence-wise balance loss (unweighted; the caller multiplies by alpha).
