@@ -138,6 +138,21 @@ def test_oracle_and_noisy_accuracy_against_turns(world, questions):
     assert values == sorted(values) and values[-1] >= 0.6 and noisy[7] < oracle[7] - 0.2
 
 
+def test_oracle_searching_with_the_question_itself(world, questions):
+    """query="question": the first search is the question verbatim and still reaches the answer
+    (BM25 ranks the start page first); later hops search the entities found."""
+    named = [q for q in questions if not q["obfuscated"]]
+    envs = [SearchEnv(world, max_turns=12) for _ in named]
+    results = run_episodes(envs, named, ScriptedPolicy(lambda t: OracleSearcher(t, world, query="question")))
+    for q, r in zip(named, results):
+        calls = [c["function"] for m in r.messages if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+        searches = [c["arguments"]["query"] for c in calls if c["name"] == "search"]
+        assert searches[0] == q["question"] and q["question"] not in searches[1:]
+    assert sum(r.reward for r in results) >= 0.95 * len(named)
+    with pytest.raises(ValueError, match="query must be one of"):
+        OracleSearcher(named[0], world, query="keywords")
+
+
 def test_user_corpus_jsonl(tmp_path):
     docs = [{"id": "a", "title": "Acme Works", "text": "Acme Works was founded by Jane Roe. Acme Works was "
              "established in 1901."},

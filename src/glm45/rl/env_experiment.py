@@ -9,6 +9,8 @@
    starts from the base itself), rendered with thinking off as the environment's tasks are:
    - search: episodes of the scripted `NoisySearcher` through `SearchEnv`
      (`reference_samples("search")`): wasted actions and some wrong answers, so RL has room;
+     `--query question` makes its first search the question verbatim instead of the entity
+     (a model that can only repeat its prompt can still form that query);
    - tool_agent: the reference trajectories of the train split's tool tasks, after the
      environment's system prompt.
 3. GRPO (sync) in the environment: whole episodes, tool results and user turns masked out,
@@ -58,6 +60,7 @@ class Budget:
     dynamic_sampling: bool = True  # train on groups with reward variance, rolling out more prompts to fill a step
     max_hops: int = 1  # search: questions of at most this many hops
     noise: float = 0.4  # search: the cold-start searcher's wasted-action rate
+    query: str = "entity"  # search: the cold-start searcher's first query, the start entity or the question
     kinds: str = "single,multi,parallel,irrelevant,multiturn"  # tool_agent: task kinds
 
 
@@ -91,7 +94,7 @@ def sft_documents(env: str, budget: Budget, seed: int) -> list:
     if env == "search":
         return reference_samples("search", budget.sft_samples, seed, search_noise=budget.noise,
                                  search_repeats=budget.sft_repeats, max_hops=budget.max_hops,
-                                 max_turns=budget.max_turns)
+                                 max_turns=budget.max_turns, search_query=budget.query)
     docs = []
     for record in tasks(env, budget, budget.sft_samples, seed, "train"):
         task = ToolTask(**record["task"])
