@@ -151,6 +151,15 @@ def test_oracle_searching_with_the_question_itself(world, questions):
     assert sum(r.reward for r in results) >= 0.95 * len(named)
     with pytest.raises(ValueError, match="query must be one of"):
         OracleSearcher(named[0], world, query="keywords")
+    # Reading the snippets: where a result's snippet states the fact, no page is opened.
+    envs = [SearchEnv(world, max_turns=12) for _ in named]
+    skim = run_episodes(envs, named, ScriptedPolicy(
+        lambda t: OracleSearcher(t, world, query="question", read_snippets=True)))
+    one_hop = sum(len(q["hops"]) == 1 for q in named)
+    short = [r for r in skim if [m.get("tool_calls") is not None for m in r.messages if m["role"] == "assistant"]
+             == [True, False]]
+    assert one_hop >= 10 and len(short) >= one_hop // 3 and all(r.reward == 1.0 for r in short)
+    assert sum(r.reward for r in skim) >= 0.95 * len(named)
 
 
 def test_user_corpus_jsonl(tmp_path):

@@ -61,6 +61,7 @@ class Budget:
     max_hops: int = 1  # search: questions of at most this many hops
     noise: float = 0.4  # search: the cold-start searcher's wasted-action rate
     query: str = "entity"  # search: the cold-start searcher's first query, the start entity or the question
+    snippets: bool = False  # search: the cold-start searcher answers from result snippets that state the fact
     kinds: str = "single,multi,parallel,irrelevant,multiturn"  # tool_agent: task kinds
 
 
@@ -94,7 +95,8 @@ def sft_documents(env: str, budget: Budget, seed: int) -> list:
     if env == "search":
         return reference_samples("search", budget.sft_samples, seed, search_noise=budget.noise,
                                  search_repeats=budget.sft_repeats, max_hops=budget.max_hops,
-                                 max_turns=budget.max_turns, search_query=budget.query)
+                                 max_turns=budget.max_turns, search_query=budget.query,
+                                 search_snippets=budget.snippets)
     docs = []
     for record in tasks(env, budget, budget.sft_samples, seed, "train"):
         task = ToolTask(**record["task"])

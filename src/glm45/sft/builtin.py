@@ -99,7 +99,7 @@ def search_questions(n: int, seed: int, split: str = "train", max_hops: int = 3,
 
 
 def _search(n: int, seed: int, split: str, noise: float, repeats: int, max_hops: int,
-            max_turns: int, query: str) -> list[Document]:
+            max_turns: int, query: str, read_snippets: bool) -> list[Document]:
     from glm45.envs.base import ScriptedPolicy, make_env, run_episodes
     from glm45.envs.search import SEARCH_TOOLS, NoisySearcher, builtin_collection
 
@@ -107,7 +107,8 @@ def _search(n: int, seed: int, split: str, noise: float, repeats: int, max_hops:
     collection = builtin_collection("synthetic", 0)
     docs = []
     for r in range(repeats):  # each repeat wastes different actions (the searcher is seeded per task)
-        policy = ScriptedPolicy(lambda t: NoisySearcher(t, collection, noise=noise, seed=seed + 7919 * r, query=query))
+        policy = ScriptedPolicy(lambda t: NoisySearcher(t, collection, noise=noise, seed=seed + 7919 * r, query=query,
+                                                        read_snippets=read_snippets))
         envs = [make_env("search", **q["env_config"]) for q in questions]
         for q, result in zip(questions, run_episodes(envs, questions, policy)):
             if result.info.get("end") != "done":  # cut off before answering: no answer to imitate
@@ -122,11 +123,13 @@ def _search(n: int, seed: int, split: str, noise: float, repeats: int, max_hops:
 def reference_samples(domain: str, n: int, seed: int, *, split: str = "train", difficulty=(1, 2),
                       code_fraction: float = 0.0, thinking: bool = True, agent_kinds=AGENT_KINDS,
                       n_distractors: int = 2, search_noise: float = 0.4, search_repeats: int = 1,
-                      max_hops: int = 3, max_turns: int = 8, search_query: str = "entity") -> list[Document]:
+                      max_hops: int = 3, max_turns: int = 8, search_query: str = "entity",
+                      search_snippets: bool = False) -> list[Document]:
     """`n` training samples of `domain` with reference answers. Search: `n` questions, each played
     `search_repeats` times by a searcher wasting a `search_noise` fraction of its actions and
     searching first for the start entity or, with `search_query="question"`, the question
-    itself; an episode cut off at `max_turns` is dropped, so there may be fewer samples."""
+    itself (`search_snippets`: answering from result snippets when they state the fact); an
+    episode cut off at `max_turns` is dropped, so there may be fewer samples."""
     if domain == "reasoning":
         return _reasoning(n, seed, split, difficulty, code_fraction, thinking)
     if domain == "agent":
@@ -134,7 +137,8 @@ def reference_samples(domain: str, n: int, seed: int, *, split: str = "train", d
     if domain == "general":
         return _general(n, seed, split)
     if domain == "search":
-        return _search(n, seed, split, search_noise, search_repeats, max_hops, max_turns, search_query)
+        return _search(n, seed, split, search_noise, search_repeats, max_hops, max_turns, search_query,
+                       search_snippets)
     raise SFTError(f"domain must be one of {DOMAINS}, got {domain!r}")
 
 
