@@ -132,7 +132,7 @@ class Engine:
         self._ids = itertools.count()
         self._decode_batch: tuple[tuple[str, ...], SamplingBatch] | None = None
         self.compiled = compile
-        self._decode_forward, self._decode_mtp = model.forward, getattr(model, "mtp_forward", None)
+        self._decode_forward, self._decode_mtp = model.forward, model.mtp_forward
         if compile:
             model.model.rotary.reserve(max_seq_len, self.device)
             # dynamic: batch size and cache length vary step to step; one graph serves them all.
@@ -143,11 +143,7 @@ class Engine:
         with torch.inference_mode():
             self.cache = KVCache(layers, max_batch_size, config.num_key_value_heads, config.head_dim,
                                  max_seq_len, self.dtype, self.device)
-        # forwards: model forwards run; row_forwards: summed over the rows in them (what
-        # tokens_per_forward divides by: 1.0 without speculation, up to 2.0 with it).
-        self.totals = {"requests": 0, "finished": 0, "prompt_tokens": 0, "generated_tokens": 0,
-                       "forwards": 0, "row_forwards": 0, "drafted": 0, "accepted": 0, "steps": 0,
-                       "step_time_s": 0.0}
+        self.totals = _zero_totals()
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype | None = None, *,
@@ -541,8 +537,7 @@ class Engine:
         ragged = [[self.pad_id] * min(1 + i, self.max_seq_len - 1) for i in range(rows)]
         for prompts in ([[self.pad_id]], ragged, [[self.pad_id]] * rows):
             self.generate(prompts, params)
-        self.totals = dict.fromkeys(self.totals, 0)
-        self.totals["step_time_s"] = 0.0
+        self.totals = _zero_totals()
 
     def stats(self) -> dict[str, Any]:
         t = dict(self.totals)
@@ -551,6 +546,13 @@ class Engine:
         t["acceptance_rate"] = t["accepted"] / t["drafted"] if t["drafted"] else None
         t["tokens_per_forward"] = t["generated_tokens"] / t["row_forwards"] if t["row_forwards"] else 0.0
         return t
+
+
+def _zero_totals() -> dict[str, Any]:
+    """The engine's running counters. forwards: model forwards run; row_forwards: summed over the
+    rows in them (what tokens_per_forward divides by: 1.0 without speculation, up to 2.0 with it)."""
+    return {"requests": 0, "finished": 0, "prompt_tokens": 0, "generated_tokens": 0, "forwards": 0,
+            "row_forwards": 0, "drafted": 0, "accepted": 0, "steps": 0, "step_time_s": 0.0}
 
 
 def _heads_column_major(model) -> None:

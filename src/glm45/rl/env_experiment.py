@@ -10,7 +10,8 @@
    - search: episodes of the scripted `NoisySearcher` through `SearchEnv`
      (`reference_samples("search")`): wasted actions and some wrong answers, so RL has room;
      `--query question` makes its first search the question verbatim instead of the entity
-     (a model that can only repeat its prompt can still form that query);
+     (a model that can only repeat its prompt can still form that query), `--snippets true`
+     answers from a result snippet that states the fact instead of opening the page;
    - tool_agent: the reference trajectories of the train split's tool tasks, after the
      environment's system prompt.
 3. GRPO (sync) in the environment: whole episodes, tool results and user turns masked out,
