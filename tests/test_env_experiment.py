@@ -49,6 +49,20 @@ def test_search_questions_name_their_start_and_split_cleanly():
         prompt_samples("search", 2, 0)
 
 
+def test_search_cold_start_in_a_larger_world_without_wrong_answers():
+    small = search_questions(340, 0, "train", 1)
+    with pytest.raises(SFTError, match="scale 1"):  # the default world runs out of one-hop questions
+        search_questions(len(small) + 200, 0, "train", 1)
+    big = search_questions(len(small) + 200, 0, "train", 1, world_scale=2)
+    assert len({q["question"] for q in big}) == len(big) and all(q["env_config"]["scale"] == 2 for q in big)
+    docs = reference_samples("search", 30, 0, search_noise=0.0, max_hops=1, search_query="question",
+                             search_world_scale=2, search_wrong=0.0)
+    assert len(docs) == 30 and all(d.meta["correct"] for d in docs)
+    assert [d.messages[1]["content"] for d in docs] == [q["question"] for q in big[:30]]
+    assert all(d.messages[1]["content"] == d.messages[2]["tool_calls"][0]["function"]["arguments"]["query"]
+               for d in docs)  # the searcher's first query is the question itself
+
+
 def test_tool_agent_cold_start_matches_the_environment_prompt():
     budget = Budget(sft_samples=6, kinds="single,multiturn")
     docs = sft_documents("tool_agent", budget, 0)

@@ -192,3 +192,27 @@ def test_graph_drops_ambiguous_facts():
     kg = KnowledgeGraph([Triple("A", "founded_by", "X"), Triple("A", "founded_by", "Y"),
                          Triple("B", "founded_by", "X")])
     assert "founded_by" not in kg.out["A"] and kg.subjects_with("founded_by", "X") == ["B"]
+
+
+def test_world_scale_multiplies_the_world_and_at_most_exhausts_it():
+    from glm45.envs.kg import KGError, synthesize_questions
+
+    small, _ = synthetic_world(0)
+    big, pages = synthetic_world(0, scale=3)
+    assert len(big) == 3 * len(small) and len({p.title for p in pages}) == len(pages)
+    assert extract_triples(" ".join(p.text for p in pages)) and len(big.of_type("person")) == 3 * 60
+    with pytest.raises(KGError, match="scale"):
+        synthetic_world(0, scale=0)
+    # one-hop questions naming their start: one per fact, no more
+    one_hop = dict(hops=1, obfuscate=0.0)
+    every = synthesize_questions(small, 10_000, 0, at_most=True, **one_hop)
+    assert len(every) == len({(t.subject, t.relation) for t in small.triples}) == len(small)
+    with pytest.raises(KGError, match=f"found only {len(small)}"):
+        synthesize_questions(small, len(small) + 1, 0, **one_hop)
+    # the scaled world is a collection option that travels with each task's env_config
+    coll = builtin_collection("synthetic", 0, scale=3)
+    q = coll.questions(3, seed=0, **one_hop)[0]
+    env = make_env("search", **q["env_config"])
+    assert q["env_config"]["scale"] == 3 and env.collection is coll
+    result = run_episodes([env], [q], ScriptedPolicy(lambda t: OracleSearcher(t, coll, query="question")))[0]
+    assert result.reward == 1.0

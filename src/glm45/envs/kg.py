@@ -225,12 +225,14 @@ def _question_text(path: Sequence[Triple], start_phrase: str) -> str:
 
 def synthesize_questions(kg: KnowledgeGraph, n: int, seed: int = 0, *, hops: int | Sequence[int] = (1, 2, 3),
                          obfuscate: float = 0.5, start_types: Sequence[str] | None = None,
-                         unique_names: set[str] | None = None) -> list[dict]:
+                         unique_names: set[str] | None = None, at_most: bool = False) -> list[dict]:
     """`n` distinct questions from random walks of `hops` steps (one length or a choice of them).
 
     Each record: `id`, `question`, `answer`, `hops` (the path as triples, for oracles and
     analysis; never shown to the agent), `start`, `obfuscated`. `unique_names`, when given, are
     the only entities a question may name (e.g. method names that occur once in a corpus).
+    A graph with fewer than `n` distinct questions raises `KGError`, or with `at_most` gives
+    the ones it has (the walks stop once new questions have stopped turning up).
     """
     lengths = [hops] if isinstance(hops, int) else list(hops)
     if not lengths or min(lengths) < 1:
@@ -241,10 +243,11 @@ def synthesize_questions(kg: KnowledgeGraph, n: int, seed: int = 0, *, hops: int
     if not starts:
         raise KGError("the knowledge graph has no entity to start a question from "
                       f"({len(kg)} triples; start types {start_types})")
-    out, seen = [], set()
+    out, seen, stalled = [], set(), 0
     for _ in range(200 * n):
-        if len(out) == n:
+        if len(out) == n or stalled > 50 * (len(out) + 100):  # the graph has run out of new questions
             break
+        stalled += 1
         start, k = rng.choice(starts), rng.choice(lengths)
         path = _walk(kg, start, k, rng)
         if path is None:
@@ -254,9 +257,10 @@ def synthesize_questions(kg: KnowledgeGraph, n: int, seed: int = 0, *, hops: int
         if question in seen:
             continue
         seen.add(question)
+        stalled = 0
         out.append({"id": f"kgq-{seed}-{len(out)}", "question": question, "answer": path[-1].object,
                     "hops": [asdict(t) for t in path], "start": start, "obfuscated": described is not None})
-    if len(out) < n:
+    if len(out) < n and not at_most:
         raise KGError(f"found only {len(out)} distinct questions of {lengths} hops in a graph of {len(kg)} triples "
                       f"(asked for {n})")
     return out
@@ -289,9 +293,15 @@ def _word(rng: random.Random, n: tuple[int, int] = (2, 3)) -> str:
     return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(*n))).capitalize()
 
 
-def synthetic_world(seed: int = 0, *, n_countries: int = 8, n_cities: int = 24, n_people: int = 60,
+def synthetic_world(seed: int = 0, *, scale: int = 1, n_countries: int = 8, n_cities: int = 24, n_people: int = 60,
                     n_companies: int = 24, n_universities: int = 10) -> tuple[KnowledgeGraph, list[Page]]:
-    """Invented entities, their facts, and one encyclopedia page per entity (deterministic)."""
+    """Invented entities, their facts, and one encyclopedia page per entity (deterministic).
+    `scale` multiplies every count: a larger world has more distinct questions than a small
+    model can memorise, so answering them takes reading the pages."""
+    if not isinstance(scale, int) or scale < 1:
+        raise KGError(f"scale must be a positive integer, got {scale!r}")
+    n_countries, n_cities, n_people = n_countries * scale, n_cities * scale, n_people * scale
+    n_companies, n_universities = n_companies * scale, n_universities * scale
     rng = random.Random(f"glm45.envs.kg.world/{seed}")
     used: set[str] = set()
 

@@ -11,7 +11,9 @@
      (`reference_samples("search")`): wasted actions and some wrong answers, so RL has room;
      `--query question` makes its first search the question verbatim instead of the entity
      (a model that can only repeat its prompt can still form that query), `--snippets true`
-     answers from a result snippet that states the fact instead of opening the page;
+     answers from a result snippet that states the fact instead of opening the page,
+     `--world-scale N` plays every task in a synthetic world N times larger (more distinct
+     questions than a tiny model can memorise);
    - tool_agent: the reference trajectories of the train split's tool tasks, after the
      environment's system prompt.
 3. GRPO (sync) in the environment: whole episodes, tool results and user turns masked out,
@@ -61,8 +63,10 @@ class Budget:
     dynamic_sampling: bool = True  # train on groups with reward variance, rolling out more prompts to fill a step
     max_hops: int = 1  # search: questions of at most this many hops
     noise: float = 0.4  # search: the cold-start searcher's wasted-action rate
+    wrong: float = 0.1  # search: the cold-start searcher's wrong-answer rate
     query: str = "entity"  # search: the cold-start searcher's first query, the start entity or the question
     snippets: bool = False  # search: the cold-start searcher answers from result snippets that state the fact
+    world_scale: int = 1  # search: the synthetic world's size, a multiple of the default (420 facts)
     kinds: str = "single,multi,parallel,irrelevant,multiturn"  # tool_agent: task kinds
 
 
@@ -81,7 +85,7 @@ def tasks(env: str, budget: Budget, n: int, seed: int, split: str) -> list[dict]
     from glm45.sft.builtin import search_questions
 
     if env == "search":
-        return search_questions(n, seed, split, budget.max_hops, budget.max_turns)
+        return search_questions(n, seed, split, budget.max_hops, budget.max_turns, budget.world_scale)
     return tool_agent_tasks(n, seed, split=split, kinds=budget.kinds.split(","), max_turns=budget.max_turns,
                             unique=split == "test")
 
@@ -97,7 +101,7 @@ def sft_documents(env: str, budget: Budget, seed: int) -> list:
         return reference_samples("search", budget.sft_samples, seed, search_noise=budget.noise,
                                  search_repeats=budget.sft_repeats, max_hops=budget.max_hops,
                                  max_turns=budget.max_turns, search_query=budget.query,
-                                 search_snippets=budget.snippets)
+                                 search_snippets=budget.snippets, search_world_scale=budget.world_scale, search_wrong=budget.wrong)
     docs = []
     for record in tasks(env, budget, budget.sft_samples, seed, "train"):
         task = ToolTask(**record["task"])

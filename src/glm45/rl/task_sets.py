@@ -67,21 +67,22 @@ def tool_agent_tasks(n: int, seed: int = 0, *, split: str = "train",
 
 
 def search_tasks(n: int, seed: int = 0, *, split: str = "train", collection: str = "synthetic",
-                 thinking: bool = False, max_turns: int = 8, unique: bool = False) -> list[dict]:
+                 thinking: bool = False, max_turns: int = 8, unique: bool = False,
+                 collection_options: dict | None = None, question_options: dict | None = None) -> list[dict]:
     """Multi-hop questions over a built-in document collection, played in the `search`
-    environment (reward: the final answer matches). One collection (seed 0) for every split;
-    questions are split by the hash of their text, as `glm45.tasks` splits its own."""
+    environment (reward: the final answer matches). One collection (seed 0, built with
+    `collection_options`, e.g. the synthetic world's `scale`) for every split; questions
+    (`question_options`: `hops`, `obfuscate`, ... of `glm45.envs.kg.synthesize_questions`) are
+    split by the hash of their text, as `glm45.tasks` splits its own."""
     from glm45.envs.search import builtin_collection
     from glm45.tasks.common import split_of
 
-    out, seen, asked = [], set(), 0
-    col = builtin_collection(collection, 0)
-    while len(out) < n:
-        asked = max(2 * asked, 4 * n + 16)
-        if asked > 64 * n + 256:
-            raise RLError(f"the {collection} collection has fewer than {n} distinct {split} questions")
+    col = builtin_collection(collection, 0, **(collection_options or {}))
+    asked = 4 * n + 16
+    while True:
+        drawn = col.questions(asked, seed, at_most=True, **(question_options or {}))
         out, seen = [], set()
-        for q in col.questions(asked, seed):
+        for q in drawn:
             if split_of(q["question"]) != split or (unique and q["question"] in seen):
                 continue
             seen.add(q["question"])
@@ -89,8 +90,11 @@ def search_tasks(n: int, seed: int = 0, *, split: str = "train", collection: str
             q["enable_thinking"] = thinking
             out.append(q)
             if len(out) == n:
-                break
-    return out
+                return out
+        if len(drawn) < asked or asked > 64 * n + 256:  # the collection has no more questions
+            raise RLError(f"the {collection} collection has fewer than {n} distinct {split} questions "
+                          f"(found {len(out)})")
+        asked *= 2
 
 
 def ifeval_tasks(n: int, seed: int = 0, *, split: str = "train", max_constraints: int = 2,

@@ -75,39 +75,40 @@ def _agent(n: int, seed: int, split: str, thinking: bool, kinds, n_distractors: 
 
 
 def search_questions(n: int, seed: int, split: str = "train", max_hops: int = 3,
-                     max_turns: int = 8) -> list[dict]:
+                     max_turns: int = 8, world_scale: int = 1) -> list[dict]:
     """`n` distinct `search` task records (`glm45.rl.task_sets.search_tasks`) of at most `max_hops`
-    hops whose question names its start entity. Obfuscated questions are left out: the scripted
+    hops whose question names its start entity. No question is obfuscated: the scripted
     searchers look their start up by the hidden name, a move a model reading the question cannot
-    learn. The synthetic graph has 420 facts, so there are about 340 train and 80 test questions of one hop."""
+    learn. The synthetic graph has 420 facts times `world_scale`, so there are about 340 train
+    and 80 test questions of one hop per unit of scale."""
     from glm45.envs.kg import KGError
     from glm45.rl.errors import RLError
     from glm45.rl.task_sets import search_tasks
 
-    out, asked = [], n
-    while len(out) < n:
-        try:
-            pool = search_tasks(asked, seed, split=split, max_turns=max_turns, unique=True)
-        except (KGError, RLError):  # the collection ran out of questions
-            break
-        out = [q for q in pool if not q["obfuscated"] and len(q["hops"]) <= max_hops][:n]
-        asked *= 2
-    if len(out) < n:
-        raise SFTError(f"the synthetic collection has fewer than {n} {split} search questions of <= {max_hops} "
-                       f"hops that name their start (found {len(out)})")
-    return out
+    try:
+        return search_tasks(n, seed, split=split, max_turns=max_turns, unique=True,
+                            collection_options=_world_options(world_scale),
+                            question_options={"hops": tuple(range(1, max_hops + 1)), "obfuscate": 0.0})
+    except (KGError, RLError) as e:
+        raise SFTError(f"the synthetic collection (scale {world_scale}) cannot give {n} {split} search questions "
+                       f"of <= {max_hops} hops that name their start: {e}") from None
+
+
+def _world_options(scale: int) -> dict:
+    # scale 1 adds no option, so its tasks' env_config (and the collection cache key) stay as before
+    return {} if scale == 1 else {"scale": scale}
 
 
 def _search(n: int, seed: int, split: str, noise: float, repeats: int, max_hops: int,
-            max_turns: int, query: str, read_snippets: bool) -> list[Document]:
+            max_turns: int, query: str, read_snippets: bool, world_scale: int, wrong: float) -> list[Document]:
     from glm45.envs.base import ScriptedPolicy, make_env, run_episodes
     from glm45.envs.search import SEARCH_TOOLS, NoisySearcher, builtin_collection
 
-    questions = search_questions(n, seed, split, max_hops, max_turns)
-    collection = builtin_collection("synthetic", 0)
+    questions = search_questions(n, seed, split, max_hops, max_turns, world_scale)
+    collection = builtin_collection("synthetic", 0, **_world_options(world_scale))
     docs = []
     for r in range(repeats):  # each repeat wastes different actions (the searcher is seeded per task)
-        policy = ScriptedPolicy(lambda t: NoisySearcher(t, collection, noise=noise, seed=seed + 7919 * r, query=query,
+        policy = ScriptedPolicy(lambda t: NoisySearcher(t, collection, noise=noise, wrong=wrong, seed=seed + 7919 * r, query=query,
                                                         read_snippets=read_snippets))
         envs = [make_env("search", **q["env_config"]) for q in questions]
         for q, result in zip(questions, run_episodes(envs, questions, policy)):
@@ -124,12 +125,15 @@ def reference_samples(domain: str, n: int, seed: int, *, split: str = "train", d
                       code_fraction: float = 0.0, thinking: bool = True, agent_kinds=AGENT_KINDS,
                       n_distractors: int = 2, search_noise: float = 0.4, search_repeats: int = 1,
                       max_hops: int = 3, max_turns: int = 8, search_query: str = "entity",
-                      search_snippets: bool = False) -> list[Document]:
-    """`n` training samples of `domain` with reference answers. Search: `n` questions, each played
-    `search_repeats` times by a searcher wasting a `search_noise` fraction of its actions and
-    searching first for the start entity or, with `search_query="question"`, the question
-    itself (`search_snippets`: answering from result snippets when they state the fact); an
-    episode cut off at `max_turns` is dropped, so there may be fewer samples."""
+                      search_snippets: bool = False, search_world_scale: int = 1,
+                      search_wrong: float = 0.1) -> list[Document]:
+    """`n` training samples of `domain` with reference answers. Search: `n` questions (over the
+    synthetic world at `search_world_scale`), each played `search_repeats` times by a searcher
+    wasting a `search_noise` fraction of its actions, answering wrong a `search_wrong` fraction
+    of the time, and searching first for the start entity
+    or, with `search_query="question"`, the question itself (`search_snippets`: answering from
+    result snippets when they state the fact); an episode cut off at `max_turns` is dropped, so
+    there may be fewer samples."""
     if domain == "reasoning":
         return _reasoning(n, seed, split, difficulty, code_fraction, thinking)
     if domain == "agent":
@@ -138,7 +142,7 @@ def reference_samples(domain: str, n: int, seed: int, *, split: str = "train", d
         return _general(n, seed, split)
     if domain == "search":
         return _search(n, seed, split, search_noise, search_repeats, max_hops, max_turns, search_query,
-                       search_snippets)
+                       search_snippets, search_world_scale, search_wrong)
     raise SFTError(f"domain must be one of {DOMAINS}, got {domain!r}")
 
 
