@@ -101,7 +101,8 @@ def sft_documents(env: str, budget: Budget, seed: int) -> list:
         return reference_samples("search", budget.sft_samples, seed, search_noise=budget.noise,
                                  search_repeats=budget.sft_repeats, max_hops=budget.max_hops,
                                  max_turns=budget.max_turns, search_query=budget.query,
-                                 search_snippets=budget.snippets, search_world_scale=budget.world_scale, search_wrong=budget.wrong)
+                                 search_snippets=budget.snippets, search_world_scale=budget.world_scale,
+                                 search_wrong=budget.wrong)
     docs = []
     for record in tasks(env, budget, budget.sft_samples, seed, "train"):
         task = ToolTask(**record["task"])

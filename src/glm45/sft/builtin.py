@@ -108,8 +108,8 @@ def _search(n: int, seed: int, split: str, noise: float, repeats: int, max_hops:
     collection = builtin_collection("synthetic", 0, **_world_options(world_scale))
     docs = []
     for r in range(repeats):  # each repeat wastes different actions (the searcher is seeded per task)
-        policy = ScriptedPolicy(lambda t: NoisySearcher(t, collection, noise=noise, wrong=wrong, seed=seed + 7919 * r, query=query,
-                                                        read_snippets=read_snippets))
+        policy = ScriptedPolicy(lambda t: NoisySearcher(t, collection, noise=noise, wrong=wrong, seed=seed + 7919 * r,
+                                                        query=query, read_snippets=read_snippets))
         envs = [make_env("search", **q["env_config"]) for q in questions]
         for q, result in zip(questions, run_episodes(envs, questions, policy)):
             if result.info.get("end") != "done":  # cut off before answering: no answer to imitate
