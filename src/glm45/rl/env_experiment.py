@@ -3,12 +3,14 @@
 1. A random `tiny` checkpoint with a tokenizer of 2048 ids (`init_checkpoint(..., vocab_size=2048)`,
    what the SFT test found a tiny model needs to write tool calls) and a 2048-token context:
    an environment's prompt alone (system prompt and tool schemas) is ~750 tokens. Or `--base DIR`:
-   a pre-trained checkpoint, e.g. the speedrun's mid-trained or SFT model (a random model never
-   learns to copy names from the prompt into its calls; a pre-trained one can).
+   a pre-trained checkpoint. A random model never learns to copy names from the prompt into
+   its calls, and the speedrun's pre-training is too short to teach it; the search recipe starts
+   from `python -m glm45.rl.copy_base --tokenizer <speedrun>/tokenizer --out COPY` (`--base COPY`).
 2. Cold-start SFT on expert trajectories of the environment (skipped with `--sft-steps 0`: RL
    starts from the base itself), rendered with thinking off as the environment's tasks are:
    - search: episodes of the scripted `NoisySearcher` through `SearchEnv`
-     (`reference_samples("search")`): wasted actions and some wrong answers, so RL has room;
+     (`reference_samples("search")`), optionally with wasted actions (`--noise`) and wrong
+     answers (`--wrong`);
      `--query question` makes its first search the question verbatim instead of the entity
      (a model that can only repeat its prompt can still form that query), `--snippets true`
      answers from a result snippet that states the fact instead of opening the page,
@@ -71,7 +73,12 @@ class Budget:
 
 
 DEFAULTS: dict[str, Budget] = {
-    "search": Budget(sft_samples=300, sft_repeats=3, sft_steps=1500, noise=0.2, steps=10, lr=2e-4, max_tokens=64,
+    # From a copy-capable base (`python -m glm45.rl.copy_base`): the question as the first query,
+    # answers read off result snippets, in a world 10x the default (3000 distinct training
+    # questions: with 300 the model memorised answers instead of reading them), SFT lr 3e-3
+    # (1e-3: held-out 0.017 after SFT, 3e-3: 0.24).
+    "search": Budget(sft_samples=3000, sft_repeats=1, sft_steps=1200, sft_lr=3e-3, noise=0.0, wrong=0.0,
+                     query="question", snippets=True, world_scale=10, steps=20, n_eval=120, lr=2e-4, max_tokens=64,
                      dynamic_sampling=False),
     # lr 3e-4 with dynamic sampling: held-out 0.15 by step 15, then the policy collapsed (step 34:
     # no group with reward variance left), so the measured run uses 2e-4 without it.
