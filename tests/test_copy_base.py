@@ -70,5 +70,11 @@ def test_a_short_run_trains_and_writes_a_loadable_base(tmp_path):
     assert model.config.num_nextn_predict_layers == 0 and model.config.vocab_size == len(GLMTokenizer.from_pretrained(
         tmp_path / "copy"))
     assert json.loads((tmp_path / "copy" / "summary.json").read_text())["config"]["steps"] == 40
+    # adapting that base to another environment's system block: phase 2 only, from its weights
+    cfg.env, cfg.steps = "tool_agent", 0
+    adapted = train_copy_base(tiny_dir(), tmp_path / "tool", cfg, init=tmp_path / "copy")
+    assert adapted["init"] == str(tmp_path / "copy") and adapted["loss_phase1_start"] is None
+    assert adapted["probes"]["after_phase1"]["short"] == summary["probes"]["final"]["short"]
+    assert adapted["prefix_tokens"] != summary["prefix_tokens"]
     with pytest.raises(ValueError, match="no room"):  # rows too short to hold the system block
         train_copy_base(tiny_dir(), tmp_path / "short", CopyBaseConfig(preset="tiny", long_seq_len=600))

@@ -15,7 +15,8 @@ of text that rewards it; the speedrun's 0.4M tokens of natural text never get th
 The copy probe: "The code name is X1 ... X5. I repeat, the code name is" followed by the span;
 greedy next-token accuracy on the repeated span, with and without the system block in front.
 The checkpoint (no MTP layer), the tokenizer and `summary.json` (probes, losses, timings) go to
-`--out`; `python -m glm45.rl.env_experiment --base OUT` starts from it.
+`--out`; `python -m glm45.rl.env_experiment --base OUT` starts from it. `--init DIR --steps 0`
+skips phase 1 and adapts an existing copy base to another environment's system block.
 """
 
 from __future__ import annotations
@@ -116,8 +117,10 @@ def _phase(model, encode, rng: random.Random, steps: int, lr: float, batch: int,
     return losses
 
 
-def train_copy_base(tokenizer_dir: str | Path, out: str | Path, config: CopyBaseConfig | None = None) -> dict:
-    """Train the copy-capable base into `out`; returns (and writes) its summary."""
+def train_copy_base(tokenizer_dir: str | Path, out: str | Path, config: CopyBaseConfig | None = None,
+                    init: str | Path | None = None) -> dict:
+    """Train the copy-capable base into `out` (from scratch, or on from the checkpoint `init`,
+    whose vocabulary must be the tokenizer's); returns (and writes) its summary."""
     from glm45.config import ModelConfig
     from glm45.model import GLM45ForCausalLM
     from glm45.tokenizer.glm import GLMTokenizer
@@ -133,8 +136,13 @@ def train_copy_base(tokenizer_dir: str | Path, out: str | Path, config: CopyBase
         raise ValueError(f"long_seq_len {config.long_seq_len} exceeds max_position_embeddings "
                          f"{config.max_position_embeddings}")
     torch.manual_seed(config.seed)
-    model = GLM45ForCausalLM(model_config)
-    model.init_weights(config.seed)
+    if init is None:
+        model = GLM45ForCausalLM(model_config)
+        model.init_weights(config.seed)
+    else:
+        model = GLM45ForCausalLM.from_pretrained(init, dtype=torch.float32)
+        if model.config.vocab_size != len(tokenizer):
+            raise ValueError(f"{init} has a vocabulary of {model.config.vocab_size}, the tokenizer {len(tokenizer)}")
     model.train()
     rng = random.Random(config.seed)
     prefix = environment_prefix(config.env, tokenizer)
@@ -145,7 +153,8 @@ def train_copy_base(tokenizer_dir: str | Path, out: str | Path, config: CopyBase
     short = _phase(model, encode, rng, config.steps, config.lr, config.batch_size, config.seq_len, None, 0.0,
                    (0.9, 0.999), 0)
     t1 = time.perf_counter()
-    probes = {"after_phase1": {"short": copy_probe(model, tokenizer), "behind_prefix": copy_probe(model, tokenizer, prefix)}}
+    probes = {"after_phase1": {"short": copy_probe(model, tokenizer),
+                               "behind_prefix": copy_probe(model, tokenizer, prefix)}}
     long = _phase(model, encode, rng, config.long_steps, config.long_lr, config.long_batch_size,
                   config.long_seq_len, prefix, config.prefix_rate, (0.9, 0.95), 20)
     t2 = time.perf_counter()
@@ -157,7 +166,8 @@ def train_copy_base(tokenizer_dir: str | Path, out: str | Path, config: CopyBase
     def mean(xs: list[float]) -> float | None:
         return sum(xs) / len(xs) if xs else None
 
-    summary = {"config": asdict(config), "prefix_tokens": len(prefix), "probes": probes,
+    summary = {"config": asdict(config), "init": str(init) if init else None, "prefix_tokens": len(prefix),
+               "probes": probes,
                "loss_phase1_start": mean(short[:10]), "loss_phase1_end": mean(short[-50:]),
                "loss_phase2_end": mean(long[-50:]),
                "seconds_phase1": t1 - t0, "seconds_phase2": t2 - t1}
@@ -172,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokenizer", required=True, help="a glm45 tokenizer directory, e.g. the speedrun's <out>/tokenizer")
     p.add_argument("--out", required=True)
     p.add_argument("--env", default="search", choices=ENVS)
+    p.add_argument("--init", default=None, help="train on from this checkpoint instead of from scratch")
     defaults = CopyBaseConfig()
     for name in ("steps", "lr", "long_steps", "long_lr", "seed"):
         value = getattr(defaults, name)
@@ -180,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     config = CopyBaseConfig(env=args.env, steps=args.steps, lr=args.lr, long_steps=args.long_steps,
                             long_lr=args.long_lr, seed=args.seed)
-    print(json.dumps(train_copy_base(args.tokenizer, args.out, config), indent=2))
+    print(json.dumps(train_copy_base(args.tokenizer, args.out, config, args.init), indent=2))
     return 0
 
 
