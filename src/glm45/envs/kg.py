@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 __all__ = ["KGError", "KnowledgeGraph", "Page", "Relation", "RELATIONS", "Triple", "docstring_triples",
-           "extract_triples", "synthesize_questions", "synthetic_world"]
+           "extract_triples", "pseudo_word", "synthesize_questions", "synthetic_world"]
 
 
 class KGError(ValueError):
@@ -289,8 +289,9 @@ _OCCUPATIONS = ("an engineer", "a chemist", "an architect", "an economist", "a s
                 "a historian", "an investor", "a novelist", "a geologist")
 
 
-def _word(rng: random.Random, n: tuple[int, int] = (2, 3)) -> str:
-    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(*n))).capitalize()
+def pseudo_word(rng: random.Random, n: tuple[int, int] = (2, 3), syllables: Sequence[str] = _SYLLABLES) -> str:
+    """A capitalised invented word of `n` (min, max) random syllables."""
+    return "".join(rng.choice(syllables) for _ in range(rng.randint(*n))).capitalize()
 
 
 def synthetic_world(seed: int = 0, *, scale: int = 1, n_countries: int = 8, n_cities: int = 24, n_people: int = 60,
@@ -315,11 +316,11 @@ def synthetic_world(seed: int = 0, *, scale: int = 1, n_countries: int = 8, n_ci
                 return name
         raise KGError("ran out of distinct names; use a smaller world")
 
-    countries = [fresh(lambda: _word(rng) + rng.choice(("ia", "land", "or", "ara"))) for _ in range(n_countries)]
-    cities = [fresh(lambda: _word(rng)) for _ in range(n_cities)]
-    people = [fresh(lambda: f"{_word(rng, (2, 2))} {_word(rng)}") for _ in range(n_people)]
-    companies = [fresh(lambda: f"{_word(rng)} {rng.choice(_COMPANY_SUFFIX)}") for _ in range(n_companies)]
-    universities = [fresh(lambda: rng.choice(_UNI_FORMS).format(_word(rng))) for _ in range(n_universities)]
+    countries = [fresh(lambda: pseudo_word(rng) + rng.choice(("ia", "land", "or", "ara"))) for _ in range(n_countries)]
+    cities = [fresh(lambda: pseudo_word(rng)) for _ in range(n_cities)]
+    people = [fresh(lambda: f"{pseudo_word(rng, (2, 2))} {pseudo_word(rng)}") for _ in range(n_people)]
+    companies = [fresh(lambda: f"{pseudo_word(rng)} {rng.choice(_COMPANY_SUFFIX)}") for _ in range(n_companies)]
+    universities = [fresh(lambda: rng.choice(_UNI_FORMS).format(pseudo_word(rng))) for _ in range(n_universities)]
 
     triples: list[Triple] = []
     add = lambda s, r, o: triples.append(Triple(s, r, str(o)))  # noqa: E731

@@ -130,10 +130,9 @@ def reference_samples(domain: str, n: int, seed: int, *, split: str = "train", d
     """`n` training samples of `domain` with reference answers. Search: `n` questions (over the
     synthetic world at `search_world_scale`), each played `search_repeats` times by a searcher
     wasting a `search_noise` fraction of its actions, answering wrong a `search_wrong` fraction
-    of the time, and searching first for the start entity
-    or, with `search_query="question"`, the question itself (`search_snippets`: answering from
-    result snippets when they state the fact); an episode cut off at `max_turns` is dropped, so
-    there may be fewer samples."""
+    of the time, and searching first for the start entity or, with `search_query="question"`,
+    the question itself (`search_snippets`: answering from result snippets when they state the
+    fact); an episode cut off at `max_turns` is dropped, so there may be fewer samples."""
     if domain == "reasoning":
         return _reasoning(n, seed, split, difficulty, code_fraction, thinking)
     if domain == "agent":
