@@ -76,14 +76,30 @@ def test_tool_agent_cold_start_matches_the_environment_prompt():
         assert any(m["role"] == "tool" for m in doc.messages) and doc.messages[-1]["role"] == "assistant"
 
 
-@pytest.mark.parametrize("env", ["search", "tool_agent"])
+def test_function_call_steps_are_turns_of_the_tool_agent_cold_start():
+    budget = Budget(sft_samples=8, kinds="single,multi,multiturn")
+    docs = sft_documents("function_call", budget, 0)
+    assert [d.messages for d in docs] == [d.messages for d in sft_documents("tool_agent", budget, 0)]
+    items = tasks("function_call", budget, 8, 0, "train")
+    assert len(items) > len(docs)  # one item per assistant turn
+    for item in items:
+        doc = next(d for d in docs if item["id"].startswith(d.id + "/"))
+        at = len(item["messages"])
+        assert doc.messages[:at] == item["messages"] and doc.messages[0]["role"] == "system"
+        expected = doc.messages[at]  # the turn the policy writes: the annotated calls, or the answer
+        assert expected["role"] == "assistant" and item["tools"] == doc.tools
+        assert item["calls"] == [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                                 for c in expected.get("tool_calls") or []]
+
+
+@pytest.mark.parametrize("env", ["search", "tool_agent", "function_call"])
 def test_pipeline_on_a_minimal_budget(env, tmp_path):
     out = tmp_path / env
     assert main(["--env", env, "--out", str(out), "--sft-samples", "8", "--sft-repeats", "1", "--sft-steps", "2",
                  "--steps", "2", "--prompts-per-step", "2", "--group-size", "2", "--n-eval", "4", "--n-shown", "2",
                  "--eval-every", "1", "--max-tokens", "12", "--max-turns", "3", "--dynamic-sampling", "false"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["env"] == env and summary["n_eval_tasks"] == 4
+    assert summary["env"] == env and 0 < summary["n_eval_tasks"] <= (4 if env != "function_call" else 4 * 6)
     assert sorted(map(int, summary["heldout_by_step"])) == [0, 1, 2]  # before RL, every step, the end
     assert all(0.0 <= v <= 1.0 for v in summary["heldout_by_step"].values())
     for name in ("heldout.png", "reward.png"):
@@ -94,6 +110,15 @@ def test_pipeline_on_a_minimal_budget(env, tmp_path):
     evals = tasks(env, Budget(**summary["budget"]), 4, 1, "test")
     for name in ("sft", "rl"):
         episodes = [json.loads(line) for line in (out / f"trajectories_{name}.jsonl").read_text().splitlines()]
+        if env == "function_call":  # one turn after the item's prompt
+            by_id = {t["id"]: t for t in evals}
+            assert len(episodes) == 2
+            for e in episodes:
+                prompt = by_id[e["id"]]["messages"]
+                assert e["messages"][:-1] == prompt and prompt[0]["role"] == "system"
+                assert e["messages"][-1] == {"role": "assistant", "content": e["model_text"]}
+                assert e["end"] in ENDS and e["turns"] == 1 and e["reward"] in (0.0, 1.0)
+            continue
         assert [e["id"] for e in episodes] == [t["id"] for t in evals[:2]]
         for e, task in zip(episodes, evals):
             # the environment's prompt, then the policy's turns as the environment recorded them

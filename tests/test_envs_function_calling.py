@@ -35,6 +35,10 @@ def test_stepwise_items_cover_every_assistant_turn(tasks):
             assert it["messages"] == reference[: len(it["messages"])]
             assert reference[len(it["messages"])]["role"] == "assistant"
     assert {it["reward_kind"] for it in items} == {"function_call"}
+    headed = stepwise_items(tasks, system="Be brief.")
+    assert [it["calls"] for it in headed] == [it["calls"] for it in items]
+    assert all(h["messages"] == [{"role": "system", "content": "Be brief."}, *it["messages"]]
+               for h, it in zip(headed, items))
 
 
 def test_stepwise_planted_good_and_bad(tasks):

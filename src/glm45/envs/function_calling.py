@@ -42,15 +42,18 @@ def _as_task(task: Any) -> ToolTask:
 # ---- step-wise ------------------------------------------------------------------------------
 
 
-def stepwise_items(tasks: Sequence[ToolTask | dict], *, thinking: bool = False) -> list[dict]:
+def stepwise_items(tasks: Sequence[ToolTask | dict], *, thinking: bool = False,
+                   system: str | None = None) -> list[dict]:
     """One single-turn record per assistant turn of each task's reference trajectory, scored by
     the `function_call` reward of `glm45.rl.rewards` (drive it with `SingleTurnEnv`):
-    `messages` (the conversation before that turn, earlier calls and results included),
-    `tools`, and `calls` — the annotated calls of that turn, [] where it answers the user."""
+    `messages` (the conversation before that turn, earlier calls and results included, after a
+    `system` message when given), `tools`, and `calls` — the annotated calls of that turn, []
+    where it answers the user."""
     out = []
+    head = [{"role": "system", "content": system}] if system is not None else []
     for task in tasks:
         task = _as_task(task)
-        reference = task.reference_messages(thinking)
+        reference = head + task.reference_messages(thinking)
         for k, at in enumerate(i for i, m in enumerate(reference) if m["role"] == "assistant"):
             calls = [{"name": c["function"]["name"], "arguments": dict(c["function"]["arguments"])}
                      for c in reference[at].get("tool_calls") or []]

@@ -1,5 +1,10 @@
 """GRPO in an agent environment on this CPU: `python -m glm45.rl.env_experiment --env search --out DIR`.
 
+Environments: `search` (multi-turn episodes over the synthetic web), `tool_agent` (function
+calling end to end: multi-turn episodes with the rule-based user) and `function_call` (function
+calling step-wise, the paper's rule-based reward: given the conversation so far, earlier calls
+and their results included, the next turn must make exactly the annotated calls).
+
 1. A random `tiny` checkpoint with a tokenizer of 2048 ids (`init_checkpoint(..., vocab_size=2048)`,
    what the SFT test found a tiny model needs to write tool calls) and a 2048-token context:
    an environment's prompt alone (system prompt and tool schemas) is ~750 tokens. Or `--base DIR`:
@@ -16,10 +21,10 @@
      answers from a result snippet that states the fact instead of opening the page,
      `--world-scale N` plays every task in a synthetic world N times larger (more distinct
      questions than a tiny model can memorise);
-   - tool_agent: the reference trajectories of the train split's tool tasks, after the
-     environment's system prompt.
+   - tool_agent and function_call: the reference trajectories of the train split's tool
+     tasks, after the tool agent's system prompt (a step-wise item is a prefix of one).
 3. GRPO (sync) in the environment: whole episodes, tool results and user turns masked out,
-   the episode's reward on every model token.
+   the episode's reward on every model token; step-wise, one turn per sample.
 4. Held-out reward (greedy, `test` split: no question shared with training) before RL and every
    `eval_every` steps; figures `heldout.png` and `reward.png`, numbers in `summary.json`, and a
    few held-out episodes of the SFT and the RL policy in `trajectories_{sft,rl}.jsonl`.
@@ -38,7 +43,7 @@ from pathlib import Path
 
 __all__ = ["ENVS", "Budget", "main", "sft_documents", "tasks", "trajectories"]
 
-ENVS = ("search", "tool_agent")
+ENVS = ("search", "tool_agent", "function_call")
 VOCAB = 2048
 CONTEXT = 2048
 
@@ -83,16 +88,22 @@ DEFAULTS: dict[str, Budget] = {
     # lr 3e-4 with dynamic sampling: held-out 0.15 by step 15, then the policy collapsed (step 34:
     # no group with reward variance left), so the measured run uses 2e-4 without it.
     "tool_agent": Budget(sft_samples=600, sft_steps=600, steps=40, lr=2e-4, max_tokens=96, dynamic_sampling=False),
+    "function_call": Budget(sft_samples=3000, sft_steps=900, sft_lr=3e-3, steps=30, lr=2e-4, max_tokens=96,
+                            n_eval=120, dynamic_sampling=False),
 }
 
 
 def tasks(env: str, budget: Budget, n: int, seed: int, split: str) -> list[dict]:
-    """RL task records of `env` (train or test split)."""
-    from glm45.rl.task_sets import tool_agent_tasks
+    """RL task records of `env` (train or test split); function_call: the step-wise items of `n` tasks."""
+    from glm45.envs.function_calling import SYSTEM_PROMPT
+    from glm45.rl.task_sets import tool_agent_tasks, tool_tasks
     from glm45.sft.builtin import search_questions
 
     if env == "search":
         return search_questions(n, seed, split, budget.max_hops, budget.max_turns, budget.world_scale)
+    if env == "function_call":
+        return tool_tasks(n, seed, split=split, kinds=budget.kinds.split(","), unique=split == "test",
+                          system=SYSTEM_PROMPT)
     return tool_agent_tasks(n, seed, split=split, kinds=budget.kinds.split(","), max_turns=budget.max_turns,
                             unique=split == "test")
 
@@ -111,7 +122,7 @@ def sft_documents(env: str, budget: Budget, seed: int) -> list:
                                  search_snippets=budget.snippets, search_world_scale=budget.world_scale,
                                  search_wrong=budget.wrong)
     docs = []
-    for record in tasks(env, budget, budget.sft_samples, seed, "train"):
+    for record in tasks("tool_agent", budget, budget.sft_samples, seed, "train"):
         task = ToolTask(**record["task"])
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *task.reference_messages(thinking=False)]
         docs.append(Document(text="", id=task.id, source="tool_agent", messages=messages, tools=task.tools,
@@ -143,14 +154,21 @@ def trajectories(model_dir: str | Path, eval_tasks: list[dict], budget: Budget, 
     from glm45.infer import Engine
     from glm45.rl.buffer import PromptItem
     from glm45.rl.rollout import LocalEngine, RolloutConfig, rollout
+    from glm45.rl.sample import Status
 
     engine = Engine.from_pretrained(model_dir, dtype=torch.float32, max_batch_size=64, max_seq_len=CONTEXT)
     cfg = RolloutConfig(group_size=1, max_tokens=budget.max_tokens, max_turns=budget.max_turns, max_context=CONTEXT)
     groups = rollout(LocalEngine(engine), engine.tokenizer, [PromptItem(i, t) for i, t in enumerate(eval_tasks)],
                      cfg, temperature=0.0)
-    rows = [{"id": t["id"], "reward": s.reward, "end": s.metadata.get("end"), "turns": s.metadata.get("turns"),
-             "messages": s.metadata["messages"], "model_text": s.response_text}
-            for t, (s,) in zip(eval_tasks, groups)]
+    rows = []
+    for t, (s,) in zip(eval_tasks, groups):
+        if "messages" in s.metadata:  # an episode, as the environment recorded it
+            messages, end, turns = s.metadata["messages"], s.metadata.get("end"), s.metadata.get("turns")
+        else:  # one step-wise turn
+            messages = [*t["messages"], {"role": "assistant", "content": s.response_text}]
+            end, turns = ("done" if s.status is Status.COMPLETED else "truncated_turn"), 1
+        rows.append({"id": t["id"], "reward": s.reward, "end": end, "turns": turns, "messages": messages,
+                     "model_text": s.response_text})
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return rows
 
@@ -159,6 +177,8 @@ def _question(record: dict) -> str:
     """What a task is split on: the question; for tool tasks the user's side (request and replies)."""
     if "question" in record:
         return record["question"]
+    if "messages" in record:  # a step-wise item: the user's side of its prompt
+        return "\n".join(m["content"] for m in record["messages"] if m["role"] == "user")
     return " ".join([record["task"]["user"], *(f["reply"] for f in record["task"]["followups"])])
 
 
@@ -212,9 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                            mtp_weight=0.0, dtype="float32", seed=args.seed, progress=False),
             SFTDataConfig(seq_len=CONTEXT, seed=args.seed))
     train = tasks(args.env, budget, budget.sft_samples, args.seed, "train")
-    evals = tasks(args.env, budget, budget.n_eval, args.seed + 1, "test")
-    if {_question(t) for t in train} & {_question(t) for t in evals}:  # the splits guarantee it never happens
-        raise RLError("held-out tasks overlap the training tasks")
+    # The splits keep every search question and every tool task's user side (request and replies)
+    # out of training; a step-wise item's prompt is a prefix of its task, and two tasks asking the
+    # same request with different replies can fall in different splits, so such prompts are dropped.
+    seen = {_question(t) for t in train}
+    evals = [t for t in tasks(args.env, budget, budget.n_eval, args.seed + 1, "test") if _question(t) not in seen]
+    if not evals:
+        raise RLError("every held-out task shares its prompt with a training task")
     t = time.perf_counter()
     summary = _rl(Path(sft["model_dir"]), out / "rl", budget, args.seed, train, evals)
     t_rl = time.perf_counter() - t

@@ -48,12 +48,12 @@ def arithmetic_tasks(n: int, seed: int = 0, *, split: str = "train", difficulty:
 
 
 def tool_tasks(n: int, seed: int = 0, *, split: str = "train", kinds: Any = ("single", "multi", "irrelevant"),
-               thinking: bool = False, unique: bool = False) -> list[dict]:
+               thinking: bool = False, unique: bool = False, system: str | None = None) -> list[dict]:
     from glm45.envs.function_calling import stepwise_items
     from glm45.tasks import generate_tool_tasks
 
     return stepwise_items(generate_tool_tasks(n, seed, kinds=tuple(kinds), split=split, unique=unique),
-                          thinking=thinking)
+                          thinking=thinking, system=system)
 
 
 def tool_agent_tasks(n: int, seed: int = 0, *, split: str = "train",
