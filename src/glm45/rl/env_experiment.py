@@ -88,6 +88,9 @@ DEFAULTS: dict[str, Budget] = {
     # lr 3e-4 with dynamic sampling: held-out 0.15 by step 15, then the policy collapsed (step 34:
     # no group with reward variance left), so the measured run uses 2e-4 without it.
     "tool_agent": Budget(sft_samples=600, sft_steps=600, steps=40, lr=2e-4, max_tokens=96, dynamic_sampling=False),
+    # Step-wise from the tool-agent copy base: 900 SFT steps give held-out 0.47 (calls 8/147);
+    # 1500 more (`--base <run>/sft/model --seed 1 --sft-steps 1500 --sft-lr 2e-3`) 0.66 (50/137).
+    # GRPO on top gained nothing at lr 2e-4 or 1e-4 (docs/LOG.md, session 18).
     "function_call": Budget(sft_samples=3000, sft_steps=900, sft_lr=3e-3, steps=30, lr=2e-4, max_tokens=96,
                             n_eval=120, dynamic_sampling=False),
 }
