@@ -9,7 +9,8 @@ import pytest
 
 from glm45.envs.base import read_turn
 from glm45.envs.search import SEARCH_TOOLS, answer_matches, extract_answer
-from glm45.rl.env_experiment import Budget, main, sft_documents, tasks
+from glm45.rl.env_experiment import Budget, main, rl_tasks, sft_documents, tasks
+from glm45.rl.errors import RLError
 from glm45.sft.builtin import prompt_samples, reference_samples, search_questions
 from glm45.sft.records import SFTError
 from glm45.train.metrics import read_metrics
@@ -92,12 +93,37 @@ def test_function_call_steps_are_turns_of_the_tool_agent_cold_start():
                                  for c in expected.get("tool_calls") or []]
 
 
+@pytest.mark.parametrize("env", ["search", "function_call"])
+def test_fresh_rl_tasks_are_train_tasks_the_cold_start_never_saw(env):
+    budget = Budget(sft_samples=12, kinds="single,multiturn", fresh_rl_tasks=True)
+    own = tasks(env, budget, 12, 0, "train")
+    fresh = rl_tasks(env, budget, 0)
+    prompts = {json.dumps(t.get("question") or t["messages"]) for t in own}
+    assert fresh and not prompts & {json.dumps(t.get("question") or t["messages"]) for t in fresh}
+    assert rl_tasks(env, Budget(sft_samples=12, kinds="single,multiturn"), 0) == own  # the default
+    if env == "search":  # a cold start on every one-hop question of the default world leaves none
+        pool = 340
+        while _draws("search", pool + 1):
+            pool += 1
+        with pytest.raises(RLError, match="every train-split"):
+            rl_tasks("search", Budget(sft_samples=pool, fresh_rl_tasks=True), 0)
+
+
+def _draws(env: str, n: int) -> bool:
+    try:
+        tasks(env, Budget(), n, 0, "train")
+    except SFTError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("env", ["search", "tool_agent", "function_call"])
 def test_pipeline_on_a_minimal_budget(env, tmp_path):
     out = tmp_path / env
     assert main(["--env", env, "--out", str(out), "--sft-samples", "8", "--sft-repeats", "1", "--sft-steps", "2",
                  "--steps", "2", "--prompts-per-step", "2", "--group-size", "2", "--n-eval", "4", "--n-shown", "2",
-                 "--eval-every", "1", "--max-tokens", "12", "--max-turns", "3", "--dynamic-sampling", "false"]) == 0
+                 "--eval-every", "1", "--max-tokens", "12", "--max-turns", "3", "--dynamic-sampling", "false",
+                 *(["--fresh-rl-tasks", "true"] if env == "function_call" else [])]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env"] == env and 0 < summary["n_eval_tasks"] <= (4 if env != "function_call" else 4 * 6)
     assert sorted(map(int, summary["heldout_by_step"])) == [0, 1, 2]  # before RL, every step, the end

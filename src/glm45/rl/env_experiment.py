@@ -23,8 +23,10 @@ and their results included, the next turn must make exactly the annotated calls)
      questions than a tiny model can memorise);
    - tool_agent and function_call: the reference trajectories of the train split's tool
      tasks, after the tool agent's system prompt (a step-wise item is a prefix of one).
-3. GRPO (sync) in the environment: whole episodes, tool results and user turns masked out,
-   the episode's reward on every model token; step-wise, one turn per sample.
+3. GRPO (sync) in the environment: whole episodes, tool results and user turns masked out, the
+   episode's reward on every model token; step-wise, one turn per sample. It trains on the cold
+   start's own tasks, or (`--fresh-rl-tasks true`) on train-split tasks the cold start never
+   saw, where recalling a memorised answer earns nothing and only reading the prompt pays.
 4. Held-out reward (greedy, `test` split: no question shared with training) before RL and every
    `eval_every` steps; figures `heldout.png` and `reward.png`, numbers in `summary.json`, and a
    few held-out episodes of the SFT and the RL policy in `trajectories_{sft,rl}.jsonl`.
@@ -41,11 +43,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["ENVS", "Budget", "main", "sft_documents", "tasks", "trajectories"]
+__all__ = ["ENVS", "Budget", "main", "rl_tasks", "sft_documents", "tasks", "trajectories"]
 
 ENVS = ("search", "tool_agent", "function_call")
 VOCAB = 2048
 CONTEXT = 2048
+FRESH_SEED_OFFSET = 1000  # fresh RL tasks are drawn with seed + this
 
 
 @dataclass
@@ -74,7 +77,8 @@ class Budget:
     query: str = "entity"  # search: the cold-start searcher's first query, the start entity or the question
     snippets: bool = False  # search: the cold-start searcher answers from result snippets that state the fact
     world_scale: int = 1  # search: the synthetic world's size, a multiple of the default (420 facts)
-    kinds: str = "single,multi,parallel,irrelevant,multiturn"  # tool_agent: task kinds
+    kinds: str = "single,multi,parallel,irrelevant,multiturn"  # tool_agent, function_call: task kinds
+    fresh_rl_tasks: bool = False  # RL on train-split tasks the cold start never saw, not on its own
 
 
 DEFAULTS: dict[str, Budget] = {
@@ -109,6 +113,22 @@ def tasks(env: str, budget: Budget, n: int, seed: int, split: str) -> list[dict]
                           system=SYSTEM_PROMPT)
     return tool_agent_tasks(n, seed, split=split, kinds=budget.kinds.split(","), max_turns=budget.max_turns,
                             unique=split == "test")
+
+
+def rl_tasks(env: str, budget: Budget, seed: int) -> list[dict]:
+    """The RL prompts: the cold start's own train-split tasks, or with `fresh_rl_tasks` as many
+    train-split tasks drawn with another seed, less any the cold start saw."""
+    own = tasks(env, budget, budget.sft_samples, seed, "train")
+    if not budget.fresh_rl_tasks:
+        return own
+    from glm45.rl.errors import RLError
+
+    seen = {_question(t) for t in own}
+    fresh = [t for t in tasks(env, budget, budget.sft_samples, seed + FRESH_SEED_OFFSET, "train")
+             if _question(t) not in seen]
+    if not fresh:
+        raise RLError(f"every train-split {env} task was in the cold start; lower --sft-samples or raise --world-scale")
+    return fresh
 
 
 def sft_documents(env: str, budget: Budget, seed: int) -> list:
@@ -234,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             SFTTrainConfig(max_steps=budget.sft_steps, batch_size=1, lr=budget.sft_lr, warmup_steps=5,
                            mtp_weight=0.0, dtype="float32", seed=args.seed, progress=False),
             SFTDataConfig(seq_len=CONTEXT, seed=args.seed))
-    train = tasks(args.env, budget, budget.sft_samples, args.seed, "train")
+    train = rl_tasks(args.env, budget, args.seed)
     # The splits keep every search question and every tool task's user side (request and replies)
     # out of training; a step-wise item's prompt is a prefix of its task, and two tasks asking the
     # same request with different replies can fall in different splits, so such prompts are dropped.
-    seen = {_question(t) for t in train}
+    seen = {_question(t) for t in [*train, *tasks(args.env, budget, budget.sft_samples, args.seed, "train")]}
     evals = [t for t in tasks(args.env, budget, budget.n_eval, args.seed + 1, "test") if _question(t) not in seen]
     if not evals:
         raise RLError("every held-out task shares its prompt with a training task")
