@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Budget] = {
     "tool_agent": Budget(sft_samples=600, sft_steps=600, steps=40, lr=2e-4, max_tokens=96, dynamic_sampling=False),
     # Step-wise from the tool-agent copy base: 900 SFT steps give held-out 0.47 (calls 8/147);
     # 1500 more (`--base <run>/sft/model --seed 1 --sft-steps 1500 --sft-lr 2e-3`) 0.66 (50/137).
-    # GRPO on top gained nothing at lr 2e-4 or 1e-4 (docs/LOG.md, session 18).
+    # GRPO on top lost calls at lr 2e-4 and did not gain at 1e-4 (docs/LOG.md, session 18).
     "function_call": Budget(sft_samples=3000, sft_steps=900, sft_lr=3e-3, steps=30, lr=2e-4, max_tokens=96,
                             n_eval=120, dynamic_sampling=False),
 }
