@@ -52,6 +52,8 @@ def test_repetition_rows_and_the_environment_prefix():
     prefix = environment_prefix("search", tok)
     assert tok.decode(prefix) == render([{"role": "system", "content": SYSTEM_PROMPT}], SEARCH_TOOLS,
                                         enable_thinking=False)
+    # a step-wise function-call item opens like the tool agent's episode of the same task
+    assert environment_prefix("function_call", tok) == environment_prefix("tool_agent", tok)
     row = repetition_row(tok.encode, random.Random(0), 400, prefix=[5, 6])
     assert len(row) == 400 and row[:2] == [5, 6]
     first = tok.decode(row[2:]).split("\n\n")[0]  # "span. span."

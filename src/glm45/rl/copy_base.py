@@ -76,7 +76,7 @@ def environment_prefix(env: str, tokenizer) -> list[int]:
     from glm45.rl.env_experiment import Budget, tasks
 
     task = tasks(env, Budget(), 1, 0, "train")[0]
-    messages, tools = make_env(task["env"], **task["env_config"]).reset(task.get("task", task))
+    messages, tools = make_env(task["env"], **(task.get("env_config") or {})).reset(task.get("task", task))
     system = [m for m in messages if m["role"] == "system"]
     return tokenizer.encode(render(system, tools, enable_thinking=False))
 

@@ -115,10 +115,10 @@ def tasks(env: str, budget: Budget, n: int, seed: int, split: str) -> list[dict]
                             unique=split == "test")
 
 
-def rl_tasks(env: str, budget: Budget, seed: int) -> list[dict]:
-    """The RL prompts: the cold start's own train-split tasks, or with `fresh_rl_tasks` as many
-    train-split tasks drawn with another seed, less any the cold start saw."""
-    own = tasks(env, budget, budget.sft_samples, seed, "train")
+def rl_tasks(env: str, budget: Budget, seed: int, own: list[dict] | None = None) -> list[dict]:
+    """The RL prompts: the cold start's own train-split tasks (`own`, drawn when not given), or
+    with `fresh_rl_tasks` as many train-split tasks drawn with another seed, less any it saw."""
+    own = tasks(env, budget, budget.sft_samples, seed, "train") if own is None else own
     if not budget.fresh_rl_tasks:
         return own
     from glm45.rl.errors import RLError
@@ -254,11 +254,12 @@ def main(argv: list[str] | None = None) -> int:
             SFTTrainConfig(max_steps=budget.sft_steps, batch_size=1, lr=budget.sft_lr, warmup_steps=5,
                            mtp_weight=0.0, dtype="float32", seed=args.seed, progress=False),
             SFTDataConfig(seq_len=CONTEXT, seed=args.seed))
-    train = rl_tasks(args.env, budget, args.seed)
+    own = tasks(args.env, budget, budget.sft_samples, args.seed, "train")
+    train = rl_tasks(args.env, budget, args.seed, own)
     # The splits keep every search question and every tool task's user side (request and replies)
     # out of training; a step-wise item's prompt is a prefix of its task, and two tasks asking the
     # same request with different replies can fall in different splits, so such prompts are dropped.
-    seen = {_question(t) for t in [*train, *tasks(args.env, budget, budget.sft_samples, args.seed, "train")]}
+    seen = {_question(t) for t in [*own, *train]}
     evals = [t for t in tasks(args.env, budget, budget.n_eval, args.seed + 1, "test") if _question(t) not in seen]
     if not evals:
         raise RLError("every held-out task shares its prompt with a training task")
