@@ -2,7 +2,10 @@
 
 Measures forward + backward + optimizer step (AdamW for both, so the model code is what is
 compared) in fp32 and in bf16 autocast, in one process run, and prints JSON with tokens/s and
-the ratio glm45 / transformers.
+the ratio glm45 / transformers. Each side computes the next-token loss its own way, as its
+trainers do: glm45 with its fused chunked head + cross-entropy (`model(ids, targets=...)`, no
+[B, T, V] logits), transformers with `labels=` (logits, upcast to fp32, cross-entropy). The
+`plain_loss` rows give glm45 the same logits + fp32 cross-entropy path instead.
 
 The `full_recipe` row times glm45's whole pre-training step as `glm45.train.Trainer` runs it —
 Muon + AdamW, LM + 0.3 · MTP loss + 1e-4 · sequence balance loss, gradient clipping, the
@@ -40,6 +43,15 @@ def bench_config() -> ModelConfig:
 
 def _step_glm45(model, opt, ids, amp):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        loss = model(ids[:, :-1], targets=ids[:, 1:]).loss_sum / ids[:, 1:].numel()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _step_glm45_plain_loss(model, opt, ids, amp):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         logits = model(ids[:, :-1]).logits
     loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
     loss.backward()
@@ -50,8 +62,7 @@ def _step_glm45(model, opt, ids, amp):
 
 def _step_hf(model, opt, ids, amp):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-        logits = model(input_ids=ids[:, :-1]).logits
-    loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+        loss = model(input_ids=ids[:, :-1], labels=ids[:, 1:], shift_labels=ids[:, 1:].contiguous()).loss
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -164,8 +175,10 @@ def main() -> None:
     for name, amp in (("fp32", False), ("bf16_autocast", True)):
         a = timed(_step_glm45, ours, ids, amp, args.steps)
         b = timed(_step_hf, hf, ids, amp, args.steps)
+        plain = timed(_step_glm45_plain_loss, ours, ids, amp, args.steps)
         result[name] = {"glm45_tokens_per_s": round(a), "transformers_tokens_per_s": round(b),
-                        "ratio": round(a / b, 2)}
+                        "ratio": round(a / b, 2), "glm45_plain_loss_tokens_per_s": round(plain),
+                        "plain_loss_ratio": round(plain / b, 2)}
         if name == "fp32":
             hf_fp32 = b
 

@@ -64,6 +64,36 @@ def test_search_cold_start_in_a_larger_world_without_wrong_answers():
                for d in docs)  # the searcher's first query is the question itself
 
 
+def test_a_searcher_that_echoes_the_subject_answers_it_when_wrong():
+    docs = reference_samples("search", 30, 0, search_noise=0.0, max_hops=1, search_query="question",
+                             search_wrong=0.5, search_wrong_answer="subject")
+    wrong = [d for d in docs if not d.meta["correct"]]
+    assert 5 <= len(wrong) <= 25
+    for d in wrong:  # the question names its subject, and the wrong answer is exactly that name
+        answer = extract_answer(d.messages[-1]["content"])
+        assert answer in d.messages[1]["content"] and answer != d.meta["answer"]
+    with pytest.raises(ValueError, match="wrong_answer"):
+        reference_samples("search", 2, 0, search_wrong_answer="nonsense")
+
+
+def test_an_imperfect_tool_expert_drops_last_arguments_at_the_given_rate():
+    budget = Budget(sft_samples=120, kinds="single,multi,parallel")
+    clean = sft_documents("function_call", budget, 0)
+    flawed = sft_documents("function_call", Budget(**{**budget.__dict__, "call_flaw": 0.5}), 0)
+    calls = dropped = 0
+    for a, b in zip(clean, flawed):
+        assert [m["role"] for m in a.messages] == [m["role"] for m in b.messages]
+        for ma, mb in zip(a.messages, b.messages):
+            assert ma.get("content") == mb.get("content")  # only call arguments change
+            for ca, cb in zip(ma.get("tool_calls") or [], mb.get("tool_calls") or []):
+                full, got = ca["function"]["arguments"], cb["function"]["arguments"]
+                calls += 1
+                if got != full:
+                    dropped += 1
+                    assert list(got) == list(full)[:-1] and all(got[k] == full[k] for k in got)
+    assert calls > 100 and 0.35 < dropped / calls < 0.65
+
+
 def test_tool_agent_cold_start_matches_the_environment_prompt():
     budget = Budget(sft_samples=6, kinds="single,multiturn")
     docs = sft_documents("tool_agent", budget, 0)

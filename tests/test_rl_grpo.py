@@ -109,6 +109,27 @@ def test_on_policy_loss_is_minus_token_weighted_advantage_and_entropy_is_logged(
     assert stats["entropy"] == pytest.approx(math.log(8), rel=1e-5)
 
 
+def test_kl_penalty_against_the_reference_is_k3_per_token_and_pulls_toward_it():
+    new, old, adv, mask = _example(requires_grad=True)
+    ref = new.detach() + 0.3 * torch.arange(4, dtype=torch.float32)  # log ref/new = 0, .3, .6, .9 by column
+    cfg = GRPOConfig(kl_coef=0.5)
+    plain, _ = grpo_loss(new, old, adv, mask)
+    loss, stats = grpo_loss(new, old, adv, mask, cfg, ref_logprobs=ref)
+    d = (ref - new.detach())[mask.bool()]
+    k3 = (torch.exp(d) - d - 1).sum() / 9
+    assert stats["kl_ref"] == pytest.approx((k3).item(), rel=1e-5) and stats["kl_ref"] > 0
+    assert loss.item() == pytest.approx(plain.item() + 0.5 * k3.item(), rel=1e-5)
+    # d/dlogp of the penalty is -(exp(ref - logp) - 1) <= 0: descent raises logp toward the reference
+    (g_plain,) = torch.autograd.grad(plain, new)
+    (g_kl,) = torch.autograd.grad(loss, new)
+    pen = (g_kl - g_plain)[mask.bool()]
+    expected = -0.5 * (torch.exp(d) - 1) / 9
+    torch.testing.assert_close(pen, expected, rtol=1e-5, atol=1e-7)
+    # at the reference itself the penalty and its gradient vanish
+    same, st = grpo_loss(new, old, adv, mask, cfg, ref_logprobs=new.detach())
+    assert same.item() == pytest.approx(plain.item(), abs=1e-7) and st["kl_ref"] == 0
+
+
 def test_loss_input_errors():
     new, old, adv, mask = _example()
     with pytest.raises(RLError, match="shape"):
@@ -119,6 +140,10 @@ def test_loss_input_errors():
         GRPOConfig(loss_agg="sum")
     with pytest.raises(RLError, match="eps_low"):
         GRPOConfig(eps_low=1.5)
+    with pytest.raises(RLError, match="kl_coef"):
+        GRPOConfig(kl_coef=-0.1)
+    with pytest.raises(RLError, match="ref_logprobs"):
+        grpo_loss(new, old, adv, mask, GRPOConfig(kl_coef=0.1))
 
 
 # ---- log-probabilities from the model --------------------------------------------------------------

@@ -60,6 +60,30 @@ def test_update_moves_logprobs_along_advantages():
     assert 0 <= stats["clip_frac"] <= 1 and stats["entropy"] > 0 and stats["recomputed_logprobs"] == 0
 
 
+def test_kl_penalty_holds_the_policy_near_its_frozen_starting_weights():
+    from glm45.rl.grpo import GRPOConfig
+
+    model, tok = _policy()
+    groups = _groups(model, tok)
+    samples = [s for g in groups for s in g]
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    moved = {}
+    for kl in (0.0, 50.0):
+        model.load_state_dict(start)
+        trainer = PolicyTrainer(model, tok.pad_token_id, TrainerConfig(lr=1e-3, micro_batch_size=4, dtype="float32",
+                                                                       grpo=GRPOConfig(kl_coef=kl)))
+        stats = [trainer.step(groups) for _ in range(4)]
+        assert (trainer.reference is None) == (kl == 0)
+        moved[kl] = _seq_logprobs(model, samples, tok.pad_token_id)
+        if kl:
+            ref = trainer.reference.state_dict()
+            assert all(torch.equal(ref[k], start[k]) for k in start)  # the reference never trains
+            assert stats[0]["kl_ref"] == pytest.approx(0.0, abs=1e-9) and stats[-1]["kl_ref"] > 0
+    model.load_state_dict(start)
+    base = _seq_logprobs(model, samples, tok.pad_token_id)
+    assert (moved[50.0] - base).abs().sum() < 0.5 * (moved[0.0] - base).abs().sum()
+
+
 def test_missing_rollout_logprobs_are_recomputed():
     model, tok = _policy()
     groups = _groups(model, tok)

@@ -333,6 +333,7 @@ def _call(name: str, **arguments: Any) -> Message:
 
 
 QUERY_STYLES = ("entity", "question")
+WRONG_ANSWERS = ("random", "subject")
 
 
 class OracleSearcher:
@@ -414,13 +415,17 @@ class OracleSearcher:
 class NoisySearcher(OracleSearcher):
     """The oracle, except that each action is wasted with probability `noise` (a query made of
     random words of the question, or a random page), and with probability `wrong` the final
-    answer is a wrong guess. Seeded per task, so one task's trajectory is the same at every
+    answer is wrong: a random page's title, or (`wrong_answer="subject"`) the question's own
+    subject, a searcher that echoes what it looked up instead of what it read. Seeded per task, so one task's trajectory is the same at every
     budget: accuracy can only grow with the number of allowed turns."""
 
     def __init__(self, task: dict, collection: Collection, noise: float = 0.4, wrong: float = 0.1,
-                 seed: int = 0, query: str = "entity", read_snippets: bool = False) -> None:
+                 seed: int = 0, query: str = "entity", read_snippets: bool = False,
+                 wrong_answer: str = "random") -> None:
         super().__init__(task, collection, query, read_snippets)
-        self.noise, self.wrong = noise, wrong
+        if wrong_answer not in WRONG_ANSWERS:
+            raise ValueError(f"wrong_answer must be one of {WRONG_ANSWERS}, got {wrong_answer!r}")
+        self.noise, self.wrong, self.wrong_answer = noise, wrong, wrong_answer
         self.rng = random.Random(f"glm45.envs.search.noisy/{seed}/{task['id']}")
         self.last_real = True
 
@@ -434,7 +439,9 @@ class NoisySearcher(OracleSearcher):
                 return _call("search", query=" ".join(self.rng.sample(words, min(2, len(words)))))
             return _call("open_page", id=self.rng.choice(self.collection.pages).id)
         if self.answer is not None and self.rng.random() < self.wrong:
-            return {"role": "assistant", "content": f"Answer: {self.rng.choice(self.collection.pages).title}"}
+            guess = (self.task["hops"][0]["subject"] if self.wrong_answer == "subject"
+                     else self.rng.choice(self.collection.pages).title)
+            return {"role": "assistant", "content": f"Answer: {guess}"}
         return self._next_action()
 
 

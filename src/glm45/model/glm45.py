@@ -19,6 +19,7 @@ from torch import nn
 
 from glm45.config import ModelConfig
 from glm45.model.layers import MLP, Attention, KVCacheLike, RMSNorm, RotaryEmbedding, SegmentRuns
+from glm45.model.linear_ce import linear_cross_entropy
 from glm45.model.moe import MoE, RouterStats
 
 
@@ -27,6 +28,8 @@ class CausalLMOutput:
     logits: torch.Tensor | None  # [B, T, V] (or the last `logits_to_keep` positions)
     hidden_states: torch.Tensor  # [B, T, D] after the final norm (what the MTP layer consumes)
     mtp_logits: torch.Tensor | None = None  # [B, T, V]: position t predicts token t+2
+    loss_sum: torch.Tensor | None = None  # with `targets`: fp32 sum of the next-token CE (no logits kept)
+    mtp_loss_sum: torch.Tensor | None = None  # with `mtp_targets`: the same for the MTP head
     router_stats: list[RouterStats] = field(default_factory=list)  # MoE layers in order, MTP last
 
     @property
@@ -58,6 +61,12 @@ class DecoderLayer(nn.Module):
         return x_BTD + self.mlp(h_BTD), None
 
 
+def _summed_ce(hidden_BTD: torch.Tensor, weight_VD: torch.Tensor, targets_BT: torch.Tensor, name: str) -> torch.Tensor:
+    if targets_BT.shape != hidden_BTD.shape[:2]:
+        raise ValueError(f"{name} must be [batch, seq] = {tuple(hidden_BTD.shape[:2])}, got {tuple(targets_BT.shape)}")
+    return linear_cross_entropy(hidden_BTD.flatten(0, 1), weight_VD, targets_BT.flatten())
+
+
 class SharedHead(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -78,13 +87,19 @@ class MTPLayer(DecoderLayer):
         self.eh_proj = nn.Linear(2 * d, d, bias=False)
         self.shared_head = SharedHead(config)
 
-    def forward(self, hidden_BTD, next_ids_BT, rope, mask, cache=None, want_scores=False, select_BND=None):
+    def forward(self, hidden_BTD, next_ids_BT, rope, mask, cache=None, want_scores=False, select_BND=None,
+                targets_BT=None):
+        """(logits, router stats); with `targets_BT`, (summed cross-entropy, router stats) from the
+        fused head, computed here so that an FSDP unit holding this layer has its head gathered."""
         e_BTD = self.enorm(self.embed_tokens(next_ids_BT))
         x_BTD = self.eh_proj(torch.cat([e_BTD, self.hnorm(hidden_BTD)], dim=-1))
         x_BTD, stats = super().forward(x_BTD, rope, mask, cache, want_scores)
         if select_BND is not None:  # only these positions need logits
             x_BTD = x_BTD.gather(1, select_BND)
-        return self.shared_head.head(self.shared_head.norm(x_BTD)), stats
+        x_BTD = self.shared_head.norm(x_BTD)
+        if targets_BT is not None:
+            return _summed_ce(x_BTD, self.shared_head.head.weight, targets_BT, "mtp_targets"), stats
+        return self.shared_head.head(x_BTD), stats
 
 
 def build_attention_mask(position_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor | None,
@@ -174,13 +189,18 @@ class GLM45ForCausalLM(nn.Module):
                 attn_mask: torch.Tensor | None = None, cache: KVCacheLike | None = None,
                 return_mtp: bool = False, mtp_input_ids: torch.Tensor | None = None,
                 return_router_scores: bool = False, logits_to_keep: int = 0,
-                compute_logits: bool = True) -> CausalLMOutput:
+                compute_logits: bool = True, targets: torch.Tensor | None = None,
+                mtp_targets: torch.Tensor | None = None) -> CausalLMOutput:
         """
         input_ids [B,T]; position_ids default to 0.. per row (counting only real tokens when an
         `attention_mask` [B,T] marks left padding); `segment_ids` [B,T] isolate packed documents;
         `attn_mask` [B,1,T,S] (bool, True = attend) overrides all of that (the engine's path).
         `return_mtp`: also MTP logits, where position t gets token t+1 (`mtp_input_ids`, by
         default input_ids shifted left) and predicts t+2.
+        `targets` [B,T]: the token each position must predict (-100: none); the output then
+        carries `loss_sum`, the summed cross-entropy, from the fused chunked head
+        (`linear_cross_entropy`), and no logits. `mtp_targets` does the same for the MTP head
+        (with `return_mtp`): `mtp_loss_sum` instead of `mtp_logits`.
         """
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
@@ -198,20 +218,27 @@ class GLM45ForCausalLM(nn.Module):
             mask = build_attention_mask(position_ids, attention_mask, segment_ids)
         hidden_BTD, rope, stats = self.model(input_ids, position_ids, mask, cache, return_router_scores,
                                              self.gradient_checkpointing)
-        logits = None
-        if compute_logits:
+        logits = loss_sum = None
+        if targets is not None:
+            loss_sum = _summed_ce(hidden_BTD, self.lm_head.weight, targets, "targets")
+        elif compute_logits:
             h = hidden_BTD[:, -logits_to_keep:] if logits_to_keep else hidden_BTD
             logits = self.lm_head(h)
-        mtp_logits = None
+        mtp_logits = mtp_loss_sum = None
         if return_mtp:
             if self.mtp is None:
                 raise ValueError("this model has no MTP layer (num_nextn_predict_layers = 0)")
             if mtp_input_ids is None:
                 pad = self.config.pad_token_id
                 mtp_input_ids = F.pad(input_ids[:, 1:], (0, 1), value=pad)
-            mtp_logits, mtp_stats = self.mtp(hidden_BTD, mtp_input_ids, rope, mask, cache, return_router_scores)
+            mtp_out, mtp_stats = self.mtp(hidden_BTD, mtp_input_ids, rope, mask, cache, return_router_scores,
+                                          targets_BT=mtp_targets)
+            mtp_logits, mtp_loss_sum = (mtp_out, None) if mtp_targets is None else (None, mtp_out)
             stats.append(mtp_stats)
-        return CausalLMOutput(logits=logits, hidden_states=hidden_BTD, mtp_logits=mtp_logits, router_stats=stats)
+        elif mtp_targets is not None:
+            raise ValueError("mtp_targets needs return_mtp=True")
+        return CausalLMOutput(logits=logits, hidden_states=hidden_BTD, mtp_logits=mtp_logits, router_stats=stats,
+                              loss_sum=loss_sum, mtp_loss_sum=mtp_loss_sum)
 
     def mtp_forward(self, hidden_BTD: torch.Tensor, next_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor,
                     attn_mask: torch.Tensor | None = None, cache: KVCacheLike | None = None,

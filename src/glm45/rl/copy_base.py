@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from glm45.envs.kg import pseudo_word
 
@@ -113,8 +112,7 @@ def _phase(model, encode, rng: random.Random, steps: int, lr: float, batch: int,
         ids = torch.tensor(rows)
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, step / warmup) if warmup else lr
-        logits = model(ids[:, :-1]).logits
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        loss = model(ids[:, :-1], targets=ids[:, 1:]).loss_sum / ids[:, 1:].numel()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

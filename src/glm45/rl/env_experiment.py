@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
@@ -63,6 +64,7 @@ class Budget:
     prompts_per_step: int = 8
     group_size: int = 8
     lr: float = 1e-4
+    kl_coef: float = 0.0  # k3 KL penalty against the cold start (the paper's GRPO has none)
     temperature: float = 1.0
     max_turns: int = 6
     max_tokens: int = 64  # per model turn
@@ -77,7 +79,9 @@ class Budget:
     query: str = "entity"  # search: the cold-start searcher's first query, the start entity or the question
     snippets: bool = False  # search: the cold-start searcher answers from result snippets that state the fact
     world_scale: int = 1  # search: the synthetic world's size, a multiple of the default (420 facts)
+    wrong_answer: str = "random"  # search: what a wrong answer names, a random page's title or the question's subject
     kinds: str = "single,multi,parallel,irrelevant,multiturn"  # tool_agent, function_call: task kinds
+    call_flaw: float = 0.0  # tool_agent, function_call: the fraction of cold-start calls missing their last argument
     fresh_rl_tasks: bool = False  # RL on train-split tasks the cold start never saw, not on its own
 
 
@@ -143,17 +147,39 @@ def sft_documents(env: str, budget: Budget, seed: int) -> list:
                                  search_repeats=budget.sft_repeats, max_hops=budget.max_hops,
                                  max_turns=budget.max_turns, search_query=budget.query,
                                  search_snippets=budget.snippets, search_world_scale=budget.world_scale,
-                                 search_wrong=budget.wrong)
+                                 search_wrong=budget.wrong, search_wrong_answer=budget.wrong_answer)
     docs = []
+    rng = random.Random(f"glm45.rl.env_experiment.call_flaw/{seed}")
     for record in tasks("tool_agent", budget, budget.sft_samples, seed, "train"):
         task = ToolTask(**record["task"])
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *task.reference_messages(thinking=False)]
+        if budget.call_flaw:
+            messages = _drop_last_arguments(messages, budget.call_flaw, rng)
         docs.append(Document(text="", id=task.id, source="tool_agent", messages=messages, tools=task.tools,
                              meta={"domain": "agent", "enable_thinking": False}))
     return docs
 
 
+def _drop_last_arguments(messages: list[dict], rate: float, rng: random.Random) -> list[dict]:
+    """An imperfect expert (as `--wrong` is for search): each call loses its last argument with
+    probability `rate`, a systematic mistake the step-wise and end-to-end rewards both score 0
+    (a required argument is missing). The tool results stay those of the full call."""
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                args = dict(c["function"]["arguments"])
+                if args and rng.random() < rate:
+                    args.pop(list(args)[-1])
+                calls.append({**c, "function": {**c["function"], "arguments": args}})
+            m = {**m, "tool_calls": calls}
+        out.append(m)
+    return out
+
+
 def _rl(model_dir: Path, out: Path, budget: Budget, seed: int, train: list, evals: list) -> dict:
+    from glm45.rl.grpo import GRPOConfig
     from glm45.rl.loop import RLConfig, RLRun
     from glm45.rl.rollout import RolloutConfig
     from glm45.rl.trainer import TrainerConfig
@@ -162,7 +188,8 @@ def _rl(model_dir: Path, out: Path, budget: Budget, seed: int, train: list, eval
                    rollout=RolloutConfig(group_size=budget.group_size, max_tokens=budget.max_tokens,
                                          temperature=budget.temperature, max_turns=budget.max_turns,
                                          max_context=CONTEXT, seed=seed),
-                   trainer=TrainerConfig(lr=budget.lr, micro_batch_size=budget.micro_batch_size, dtype="float32"),
+                   trainer=TrainerConfig(lr=budget.lr, micro_batch_size=budget.micro_batch_size, dtype="float32",
+                                         grpo=GRPOConfig(kl_coef=budget.kl_coef)),
                    dynamic_sampling=budget.dynamic_sampling, eval_every=budget.eval_every, max_seq_len=CONTEXT,
                    engine_max_batch=64, seed=seed)
     return RLRun.from_pretrained(cfg, model_dir, train, evals).run()

@@ -18,6 +18,11 @@ model generated count (the loss mask: prompt, tool results and user turns are ou
 - "seq_mean": mean over each response's tokens, then over responses — every response weighs the
   same.
 
+The paper drops the KL penalty. `kl_coef` > 0 adds one against a frozen reference policy (the
+starting weights), per token with the k3 estimator, as other RL stacks offer:
+
+    l_t += kl_coef * (exp(ref_t - logp_t) - (ref_t - logp_t) - 1)
+
 For gradient accumulation pass the whole batch's `num_tokens` (or `num_sequences`) so each
 micro-batch is normalised as the full batch would be.
 
@@ -53,6 +58,7 @@ class GRPOConfig:
     loss_agg: str = "token_mean"
     scale_by_std: bool = False  # the paper's objective only mean-centres
     std_eps: float = 1e-6
+    kl_coef: float = 0.0  # k3 KL penalty against the reference policy; the paper's 0 loads no reference
 
     def __post_init__(self) -> None:
         if not (0 < self.eps_low < 1):
@@ -63,6 +69,8 @@ class GRPOConfig:
             raise RLError(f"loss_agg must be one of {LOSS_AGGREGATIONS}, got {self.loss_agg!r}")
         if not self.std_eps > 0:
             raise RLError(f"std_eps must be > 0, got {self.std_eps}")
+        if not self.kl_coef >= 0:
+            raise RLError(f"kl_coef must be >= 0, got {self.kl_coef}")
 
 
 # ---- advantages ------------------------------------------------------------------------------
@@ -169,7 +177,8 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
 def grpo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
               mask: torch.Tensor, cfg: GRPOConfig | None = None, *, logits: torch.Tensor | None = None,
               entropy: torch.Tensor | None = None, num_tokens: float | None = None,
-              num_sequences: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+              num_sequences: float | None = None, ref_logprobs: torch.Tensor | None = None,
+              ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped GRPO loss (see the module docstring) and statistics for logging.
 
     new_logprobs, old_logprobs, mask: [B, L]; advantages: [B] (one per sequence) or [B, L].
@@ -177,7 +186,8 @@ def grpo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
     add the mean entropy to the stats. Stats: loss, clip_frac (tokens whose clipped term was
     taken: the ratio left the trust region in the direction the advantage pushes), clip_frac_low,
     clip_frac_high, approx_kl (k3 estimate of KL(old || new), logged, never optimised), ratio_mean,
-    ratio_max, tokens, sequences, and entropy when available.
+    ratio_max, tokens, sequences, entropy when available, and with `cfg.kl_coef` > 0 (which
+    needs `ref_logprobs` [B, L], the reference policy's) kl_ref, the mean penalised k3 term.
     """
     cfg = cfg or GRPOConfig()
     if new_logprobs.ndim != 2 or old_logprobs.shape != new_logprobs.shape or mask.shape != new_logprobs.shape:
@@ -197,6 +207,14 @@ def grpo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
     ratio = torch.exp(log_ratio)
     clipped = ratio.clamp(1.0 - cfg.eps_low, 1.0 + cfg.eps_high)
     per_token = -torch.minimum(ratio * adv, clipped * adv)
+    kl_ref = None
+    if cfg.kl_coef:
+        if ref_logprobs is None or ref_logprobs.shape != new.shape:
+            raise RLError(f"kl_coef > 0 needs ref_logprobs of shape {tuple(new.shape)}")
+        log_ref_ratio = torch.where(mask, ref_logprobs.to(new.device, torch.float32) - new,
+                                    torch.zeros_like(new)).clamp(-20.0, 20.0)
+        kl_ref = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0
+        per_token = per_token + cfg.kl_coef * kl_ref
     per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
 
     m = mask.float()
@@ -225,6 +243,8 @@ def grpo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
             "tokens": float(n),
             "sequences": float(has_tokens.sum()),
         }
+        if kl_ref is not None:
+            stats["kl_ref"] = _masked_mean(kl_ref, mask)
         if logits is not None:
             z = logits.float()
             ent = torch.logsumexp(z, -1) - (F.softmax(z, -1) * z).sum(-1)
@@ -236,9 +256,18 @@ def grpo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
 
 def policy_loss(model: torch.nn.Module, batch: RLBatch, cfg: GRPOConfig | None = None, *,
                 num_tokens: float | None = None, num_sequences: float | None = None,
-                temperature: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward the batch through the policy and return the GRPO loss and its stats."""
+                temperature: float = 1.0, reference: torch.nn.Module | None = None,
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward the batch through the policy and return the GRPO loss and its stats; with
+    `cfg.kl_coef` > 0 also through the frozen `reference` policy for the KL penalty."""
+    cfg = cfg or GRPOConfig()
+    ref_logprobs = None
+    if cfg.kl_coef:
+        if reference is None:
+            raise RLError("kl_coef > 0 needs a reference policy")
+        with torch.no_grad():
+            ref_logprobs = response_logprobs(reference, batch.input_ids, batch.loss_mask, temperature=temperature)
     new_logprobs, entropy = response_logprobs(model, batch.input_ids, batch.loss_mask, temperature=temperature,
                                               return_entropy=True)
     return grpo_loss(new_logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, cfg, entropy=entropy,
-                     num_tokens=num_tokens, num_sequences=num_sequences)
+                     num_tokens=num_tokens, num_sequences=num_sequences, ref_logprobs=ref_logprobs)

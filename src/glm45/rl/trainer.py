@@ -5,6 +5,9 @@ are forwarded in micro-batches of `micro_batch_size` (sorted by length, so littl
 every micro-batch's loss is normalised by its mini-batch's token (or sequence) count, so
 gradient accumulation gives the same gradient as one big batch.
 
+With `grpo.kl_coef` > 0 the trainer keeps a frozen copy of the starting weights as the KL
+reference (one more forward per micro-batch, one more model in memory).
+
 Samples without rollout logprobs (trajectories an agent framework posted, or an HTTP engine that
 reported none) get them recomputed with the current weights before the first update: the
 "old policy" of the ratio is then the trainer's, exactly on-policy for the first step.
@@ -12,6 +15,7 @@ reported none) get them recomputed with the current weights before the first upd
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -74,6 +78,7 @@ class PolicyTrainer:
         self.device = next(model.parameters()).device
         self.dtype = resolve_dtype(self.cfg.dtype, self.device)
         self.optimizer = _build_optimizer(model, self.cfg, self.dtype)
+        self.reference = _frozen_copy(model) if self.cfg.grpo.kl_coef else None
         self.version = 0  # optimizer steps taken: the version of the weights the rollout gets next
 
     def _autocast(self):
@@ -122,12 +127,13 @@ class PolicyTrainer:
                     continue
                 with self._autocast():
                     loss, st = policy_loss(self.model, batch, self.cfg.grpo, num_tokens=num_tokens,
-                                           num_sequences=num_sequences)
+                                           num_sequences=num_sequences, reference=self.reference)
                 loss.backward()
                 n = st["tokens"]
                 tokens_seen += n
                 totals["loss"] = totals.get("loss", 0.0) + st["loss"]
-                for key in ("clip_frac", "clip_frac_high", "clip_frac_low", "approx_kl", "ratio_mean", "entropy"):
+                for key in ("clip_frac", "clip_frac_high", "clip_frac_low", "approx_kl", "ratio_mean", "entropy",
+                            "kl_ref"):
                     if key in st:
                         totals[key] = totals.get(key, 0.0) + st[key] * n
                 totals["ratio_max"] = max(totals.get("ratio_max", 0.0), st["ratio_max"])
@@ -149,6 +155,12 @@ class PolicyTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.version = int(state["version"])
+
+
+def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference
 
 
 def _length(s: Sample) -> int:

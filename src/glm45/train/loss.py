@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from glm45.model.linear_ce import IGNORE_INDEX
 from glm45.train.balance import sequence_balance_loss
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -105,19 +103,15 @@ class LMLoss:
         labels_BT = batch["labels"]
         has_mtp = self.mtp and getattr(_inner(model), "mtp", None) is not None
         want_scores = self.aux_weight > 0
+        # The model sums both cross-entropies with its fused chunked head: no [B, T, V] logits.
+        mtp_targets_BT = mtp_labels(labels_BT, batch.get("segment_ids")) if has_mtp else None
         out = model(batch["input_ids"], **model_inputs(batch), return_mtp=has_mtp,
-                    return_router_scores=want_scores)
-        V = out.logits.shape[-1]
-        lm_sum = F.cross_entropy(out.logits.float().reshape(-1, V), labels_BT.reshape(-1),
-                                 ignore_index=IGNORE_INDEX, reduction="sum")
-        lm = lm_sum / max(ctx.counts["tokens"], 1.0)
+                    return_router_scores=want_scores, targets=labels_BT, mtp_targets=mtp_targets_BT)
+        lm = out.loss_sum / max(ctx.counts["tokens"], 1.0)
         loss = lm
         logs = {"loss": lm.detach()}
         if has_mtp:
-            targets_BT = mtp_labels(labels_BT, batch.get("segment_ids"))
-            mtp_sum = F.cross_entropy(out.mtp_logits.float().reshape(-1, V), targets_BT.reshape(-1),
-                                      ignore_index=IGNORE_INDEX, reduction="sum")
-            mtp = mtp_sum / max(ctx.counts["mtp_tokens"], 1.0)
+            mtp = out.mtp_loss_sum / max(ctx.counts["mtp_tokens"], 1.0)
             loss = loss + ctx.mtp_weight * mtp
             logs["mtp_loss"] = mtp.detach()
         if want_scores and out.router_stats:

@@ -1,0 +1,96 @@
+"""Output head and cross-entropy in one op, chunk by chunk: the [N, V] logits never all exist.
+
+`linear_cross_entropy(h, W, targets)` equals `F.cross_entropy((h @ W.T).float(), targets,
+reduction="sum", ignore_index=-100)` and its gradients, but computes them a chunk of rows at a
+time in the forward pass: each chunk's logits, their log-sum-exp, the loss, and
+d loss / d logits = softmax − onehot, which two matmuls turn into the chunk's share of dh and
+dW straight away. Backward then only scales the stored dh and dW by the incoming gradient.
+
+Why: with a 151,552-token vocabulary the plain path keeps [N, V] logits, their fp32 copy and a
+zero-filled fp32 gradient of the same size (10 GB for one 4096-token row of GLM-4.5); here the
+peak is one chunk. It also skips the separate cast, log-softmax and its backward, which are a
+large part of a small model's step. The matmul FLOPs are the same as the plain path's
+(logits, dh, dW), and the loss must enter the objective linearly (it is a sum), which the LM
+and MTP losses do.
+
+Under autocast the matmuls run in the autocast dtype (as `nn.Linear` would), the softmax in
+fp32, and dW accumulates over chunks in W's own dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+IGNORE_INDEX = -100
+# fp32 logits per chunk (8 MiB: a chunk's softmax stays in cache; 2-4x smaller or larger chunks
+# measured slower on this CPU): rows = this / V, at least MIN_ROWS
+CHUNK_ELEMENTS = 1 << 21
+MIN_ROWS = 128
+
+
+def _compute_dtype(h: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    device = h.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(h.dtype, weight.dtype)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h_ND, weight_VD, targets_N, compute_dtype, chunk_rows):
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        w = weight_VD.to(compute_dtype)
+        grad_h = torch.empty_like(h_ND) if need_h else None
+        grad_w = torch.zeros_like(weight_VD) if need_w else None
+        total = torch.zeros((), dtype=torch.float32, device=h_ND.device)
+        with torch.autocast(h_ND.device.type, enabled=False):
+            for start in range(0, h_ND.shape[0], chunk_rows):
+                stop = min(start + chunk_rows, h_ND.shape[0])
+                h = h_ND[start:stop].to(compute_dtype)
+                t = targets_N[start:stop]
+                logits = (h @ w.T).float()
+                valid = t != IGNORE_INDEX
+                safe_t = torch.where(valid, t, 0)
+                picked = logits.gather(1, safe_t[:, None]).squeeze(1)
+                # one exp pass serves both the log-sum-exp and the softmax, in place
+                top = logits.amax(dim=-1, keepdim=True)
+                exp = logits.sub_(top).exp_()
+                denom = exp.sum(dim=-1, keepdim=True)
+                lse = (top + denom.log()).squeeze(1)
+                total += torch.where(valid, lse - picked, 0.0).sum()
+                if not (need_h or need_w):
+                    continue
+                # d loss / d logits = softmax - onehot(target), zero on ignored rows
+                grad = exp.div_(denom)
+                grad.scatter_add_(1, safe_t[:, None], torch.full_like(denom, -1.0))
+                grad.mul_(valid[:, None])
+                grad = grad.to(compute_dtype)
+                if need_h:
+                    grad_h[start:stop] = grad @ w
+                if need_w:
+                    grad_w += (grad.T @ h).to(grad_w.dtype)
+        ctx.save_for_backward(*(g for g in (grad_h, grad_w) if g is not None))
+        ctx.has = (need_h, need_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        saved = iter(ctx.saved_tensors)  # a 0-dim fp32 factor keeps each gradient's dtype
+        grad_h = next(saved) * grad_out if ctx.has[0] else None
+        grad_w = next(saved) * grad_out if ctx.has[1] else None
+        return grad_h, grad_w, None, None, None
+
+
+def linear_cross_entropy(h_ND: torch.Tensor, weight_VD: torch.Tensor, targets_N: torch.Tensor, *,
+                         chunk_rows: int | None = None) -> torch.Tensor:
+    """Sum over rows whose target is not -100 of CE(h @ weight.T, target); fp32 scalar.
+
+    h [N, D] hidden states, weight [V, D] the output head, targets [N] token ids or -100.
+    `chunk_rows`: rows per chunk (default: 8 MiB of fp32 logits, at least 128 rows).
+    """
+    if h_ND.ndim != 2 or weight_VD.ndim != 2 or h_ND.shape[1] != weight_VD.shape[1]:
+        raise ValueError(f"need h [N, D] and weight [V, D], got {tuple(h_ND.shape)} and {tuple(weight_VD.shape)}")
+    if targets_N.shape != h_ND.shape[:1]:
+        raise ValueError(f"targets must be [N] = {h_ND.shape[0]}, got {tuple(targets_N.shape)}")
+    rows = chunk_rows or max(MIN_ROWS, CHUNK_ELEMENTS // weight_VD.shape[0])
+    return _LinearCrossEntropy.apply(h_ND, weight_VD, targets_N, _compute_dtype(h_ND, weight_VD), rows)
