@@ -16,7 +16,7 @@ def test_help(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--model", "--task", "--out", "--mode", "--fp8-rollout", "--rollout-url", "--agent-port",
-                 "--loss-agg", "--distill-rounds", "--backend"):
+                 "--loss-agg", "--distill-rounds", "--backend", "--kl-coef"):
         assert flag in out
 
 
@@ -27,6 +27,8 @@ def test_bad_arguments(tmp_path, capsys):
     assert "--difficulty" in capsys.readouterr().err
     assert main(["rl", "--model", tiny_dir(), "--out", str(tmp_path), "--task", "chess"]) == 2
     assert "unknown task set" in capsys.readouterr().err
+    assert main(["rl", "--model", tiny_dir(), "--out", str(tmp_path), "--kl-coef", "-1"]) == 2
+    assert "kl_coef" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -36,8 +38,11 @@ def test_one_step_run(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["rl", "--model", tiny_dir(), "--task", f"jsonl:{tasks}", "--out", str(out), "--steps", "1",
                  "--prompts-per-step", "2", "--group-size", "2", "--max-tokens", "6", "--max-seq-len", "96",
-                 "--no-dynamic-sampling", "--overlong", "keep", "--n-eval", "2", "--threads", "1"])
+                 "--no-dynamic-sampling", "--overlong", "keep", "--n-eval", "2", "--threads", "1",
+                 "--kl-coef", "0.05"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("kl_ref" in m for m in metrics)  # the penalty ran against a reference model
     assert summary["steps"] == 1 and summary["eval_last"]["step"] == 1
     assert (out / "model" / "tokenizer.json").is_file() and (out / "reward_curve.png").is_file()

@@ -56,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss-agg", choices=("token_mean", "seq_mean"), default="token_mean")
     g.add_argument("--eps-low", type=float, default=0.2)
     g.add_argument("--eps-high", type=float, default=0.28)
+    g.add_argument("--kl-coef", type=float, default=0.0,
+                   help="k3 KL penalty against the starting policy (the paper's GRPO: 0, no reference model)")
     g.add_argument("--micro-batch-size", type=int, default=32)
     g.add_argument("--mini-batches", type=int, default=1, help="optimizer steps per rollout batch")
     g = p.add_argument_group("engines")
@@ -129,7 +131,8 @@ def _config(args: argparse.Namespace, out: Path) -> Any:
                               top_p=args.top_p, seed=args.seed, max_turns=args.max_turns, max_context=args.max_seq_len),
         trainer=TrainerConfig(lr=args.lr, optimizer=args.optimizer, micro_batch_size=args.micro_batch_size,
                               mini_batches=args.mini_batches,
-                              grpo=GRPOConfig(eps_low=args.eps_low, eps_high=args.eps_high, loss_agg=args.loss_agg)),
+                              grpo=GRPOConfig(eps_low=args.eps_low, eps_high=args.eps_high, loss_agg=args.loss_agg,
+                                              kl_coef=args.kl_coef)),
         dynamic_sampling=not args.no_dynamic_sampling, overlong=OverlongConfig(mode=args.overlong),
         fp8_rollout=args.fp8_rollout, rollout_workers=args.rollout_workers, max_staleness=args.max_staleness,
         sync_every=args.sync_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
