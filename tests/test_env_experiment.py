@@ -76,6 +76,14 @@ def test_a_searcher_that_echoes_the_subject_answers_it_when_wrong():
         reference_samples("search", 2, 0, search_wrong_answer="nonsense")
 
 
+def test_bad_choices_are_named_before_anything_runs(tmp_path, capsys):
+    for flag in ("--wrong-answer", "--query"):
+        with pytest.raises(SystemExit) as e:
+            main(["--env", "search", "--out", str(tmp_path), flag, "nonsense"])
+        assert e.value.code == 2 and f"{flag} must be one of" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_an_imperfect_tool_expert_drops_last_arguments_at_the_given_rate():
     budget = Budget(sft_samples=120, kinds="single,multi,parallel")
     clean = sft_documents("function_call", budget, 0)

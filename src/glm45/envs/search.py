@@ -416,8 +416,9 @@ class NoisySearcher(OracleSearcher):
     """The oracle, except that each action is wasted with probability `noise` (a query made of
     random words of the question, or a random page), and with probability `wrong` the final
     answer is wrong: a random page's title, or (`wrong_answer="subject"`) the question's own
-    subject, a searcher that echoes what it looked up instead of what it read. Seeded per task, so one task's trajectory is the same at every
-    budget: accuracy can only grow with the number of allowed turns."""
+    subject, a searcher that echoes what it looked up instead of what it read. Seeded per task,
+    so one task's trajectory is the same at every budget: accuracy can only grow with the
+    number of allowed turns."""
 
     def __init__(self, task: dict, collection: Collection, noise: float = 0.4, wrong: float = 0.1,
                  seed: int = 0, query: str = "entity", read_snippets: bool = False,

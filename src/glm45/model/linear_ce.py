@@ -7,8 +7,8 @@ d loss / d logits = softmax − onehot, which two matmuls turn into the chunk's 
 dW straight away. Backward then only scales the stored dh and dW by the incoming gradient.
 
 Why: with a 151,552-token vocabulary the plain path keeps [N, V] logits, their fp32 copy and a
-zero-filled fp32 gradient of the same size (10 GB for one 4096-token row of GLM-4.5); here the
-peak is one chunk. It also skips the separate cast, log-softmax and its backward, which are a
+zero-filled fp32 gradient of the same size (3.4 GiB at its peak for 2048 rows in
+`benchmarks/lm_loss.py`); here the peak is one chunk (0.6-1.0 GiB there). It also skips the separate cast, log-softmax and its backward, which are a
 large part of a small model's step. The matmul FLOPs are the same as the plain path's
 (logits, dh, dW), and the loss must enter the objective linearly (it is a sum), which the LM
 and MTP losses do.

@@ -15,18 +15,21 @@ and their results included, the next turn must make exactly the annotated calls)
    starts from the base itself), rendered with thinking off as the environment's tasks are:
    - search: episodes of the scripted `NoisySearcher` through `SearchEnv`
      (`reference_samples("search")`), optionally with wasted actions (`--noise`) and wrong
-     answers (`--wrong`);
+     answers (`--wrong`: a random title, or with `--wrong-answer subject` the question's own
+     subject, a systematic flaw for GRPO to remove);
      `--query question` makes its first search the question verbatim instead of the entity
      (a model that can only repeat its prompt can still form that query), `--snippets true`
      answers from a result snippet that states the fact instead of opening the page,
      `--world-scale N` plays every task in a synthetic world N times larger (more distinct
      questions than a tiny model can memorise);
    - tool_agent and function_call: the reference trajectories of the train split's tool
-     tasks, after the tool agent's system prompt (a step-wise item is a prefix of one).
+     tasks, after the tool agent's system prompt (a step-wise item is a prefix of one);
+     `--call-flaw P` drops each call's last argument with probability P (an imperfect expert).
 3. GRPO (sync) in the environment: whole episodes, tool results and user turns masked out, the
    episode's reward on every model token; step-wise, one turn per sample. It trains on the cold
    start's own tasks, or (`--fresh-rl-tasks true`) on train-split tasks the cold start never
    saw, where recalling a memorised answer earns nothing and only reading the prompt pays.
+   `--kl-coef C` adds a KL penalty against the cold start (the paper's GRPO has none).
 4. Held-out reward (greedy, `test` split: no question shared with training) before RL and every
    `eval_every` steps; figures `heldout.png` and `reward.png`, numbers in `summary.json`, and a
    few held-out episodes of the SFT and the RL policy in `trajectories_{sft,rl}.jsonl`.
@@ -249,6 +252,11 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Budget]:
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
                        help="default: " + ", ".join(f"{e} {getattr(DEFAULTS[e], f.name)}" for e in ENVS))
     args = p.parse_args(argv)
+    from glm45.envs.search import QUERY_STYLES, WRONG_ANSWERS
+
+    for name, allowed in (("query", QUERY_STYLES), ("wrong_answer", WRONG_ANSWERS)):
+        if getattr(args, name) not in (None, *allowed):
+            p.error(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
     budget = Budget(**{**asdict(DEFAULTS[args.env]),
                        **{f.name: getattr(args, f.name) for f in fields(Budget) if getattr(args, f.name) is not None}})
     return args, budget
