@@ -41,32 +41,29 @@ def bench_config() -> ModelConfig:
     return ModelConfig.preset("nano", vocab_size=8192, num_nextn_predict_layers=0, torch_dtype="float32")
 
 
-def _step_glm45(model, opt, ids, amp):
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-        loss = model(ids[:, :-1], targets=ids[:, 1:]).loss_sum / ids[:, 1:].numel()
+def _update(loss, opt) -> float:
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss.item()
+
+
+def _step_glm45(model, opt, ids, amp):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        loss = model(ids[:, :-1], targets=ids[:, 1:]).loss_sum / ids[:, 1:].numel()
+    return _update(loss, opt)
 
 
 def _step_glm45_plain_loss(model, opt, ids, amp):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         logits = model(ids[:, :-1]).logits
-    loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss.item()
+    return _update(F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten()), opt)
 
 
 def _step_hf(model, opt, ids, amp):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         loss = model(input_ids=ids[:, :-1], labels=ids[:, 1:], shift_labels=ids[:, 1:].contiguous()).loss
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss.item()
+    return _update(loss, opt)
 
 
 def timed(step, model, ids, amp, steps):
@@ -99,10 +96,8 @@ def packed_tokens_per_s(model, rows: dict[str, torch.Tensor], dense_mask: bool, 
     mask = {"attn_mask": build_attention_mask(pos, None, seg)} if dense_mask else {"segment_ids": seg}
 
     def step(m, opt, _ids, _amp):
-        loss = F.cross_entropy(m(ids[:, :-1], position_ids=pos, **mask).logits.flatten(0, 1), ids[:, 1:].flatten())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        return _update(F.cross_entropy(m(ids[:, :-1], position_ids=pos, **mask).logits.flatten(0, 1),
+                                       ids[:, 1:].flatten()), opt)
 
     return timed(step, model, ids, False, steps)
 

@@ -8,10 +8,10 @@ dW straight away. Backward then only scales the stored dh and dW by the incoming
 
 Why: with a 151,552-token vocabulary the plain path keeps [N, V] logits, their fp32 copy and a
 zero-filled fp32 gradient of the same size (3.4 GiB at its peak for 2048 rows in
-`benchmarks/lm_loss.py`); here the peak is one chunk (0.6-1.0 GiB there). It also skips the separate cast, log-softmax and its backward, which are a
-large part of a small model's step. The matmul FLOPs are the same as the plain path's
-(logits, dh, dW), and the loss must enter the objective linearly (it is a sum), which the LM
-and MTP losses do.
+`benchmarks/lm_loss.py`); here the peak is one chunk (0.6-1.0 GiB there). It also skips the
+separate cast, log-softmax and its backward, which are a large part of a small model's step. The
+matmul FLOPs are the same as the plain path's (logits, dh, dW), and the loss must enter the
+objective linearly (it is a sum), which the LM and MTP losses do.
 
 Under autocast the matmuls run in the autocast dtype (as `nn.Linear` would), the softmax in
 fp32, and dW accumulates over chunks in W's own dtype.
@@ -74,15 +74,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     else:  # no mixed-precision addmm on CPU: a bf16 product, accumulated in fp32
                         grad_w += (grad.T @ h).to(grad_w.dtype)
         ctx.save_for_backward(*(g for g in (grad_h, grad_w) if g is not None))
-        ctx.has = (need_h, need_w)
         return total
 
     @staticmethod
     def backward(ctx, grad_out):
-        saved = iter(ctx.saved_tensors)  # a 0-dim fp32 factor keeps each gradient's dtype
-        grad_h = next(saved) * grad_out if ctx.has[0] else None
-        grad_w = next(saved) * grad_out if ctx.has[1] else None
-        return grad_h, grad_w, None, None, None
+        # the saved gradients are those needs_input_grad asked for; a 0-dim fp32 factor keeps their dtype
+        saved = iter(ctx.saved_tensors)
+        grads = [next(saved) * grad_out if need else None for need in ctx.needs_input_grad[:2]]
+        return *grads, None, None, None
 
 
 def linear_cross_entropy(h_ND: torch.Tensor, weight_VD: torch.Tensor, targets_N: torch.Tensor, *,

@@ -174,6 +174,16 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
     return float(x[mask].sum() / n) if n else 0.0
 
 
+def _masked_log_ratio(num: torch.Tensor, den: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # Masked positions may hold anything (padding, environment tokens): keep them out of exp().
+    return torch.where(mask, num - den, torch.zeros_like(num)).clamp(-20.0, 20.0)
+
+
+def _k3(log_ratio: torch.Tensor) -> torch.Tensor:
+    """The k3 KL estimator from log(p / q) on samples of q: exp(x) - x - 1, never negative."""
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
 def grpo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
               mask: torch.Tensor, cfg: GRPOConfig | None = None, *, logits: torch.Tensor | None = None,
               entropy: torch.Tensor | None = None, num_tokens: float | None = None,
@@ -202,8 +212,7 @@ def grpo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
                       f"{tuple(new_logprobs.shape)}")
     new = new_logprobs.float()
     old = old_logprobs.to(new.device, torch.float32)
-    # Masked positions may hold anything (padding, environment tokens): keep them out of exp().
-    log_ratio = torch.where(mask, new - old, torch.zeros_like(new)).clamp(-20.0, 20.0)
+    log_ratio = _masked_log_ratio(new, old, mask)
     ratio = torch.exp(log_ratio)
     clipped = ratio.clamp(1.0 - cfg.eps_low, 1.0 + cfg.eps_high)
     per_token = -torch.minimum(ratio * adv, clipped * adv)
@@ -211,9 +220,7 @@ def grpo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
     if cfg.kl_coef:
         if ref_logprobs is None or ref_logprobs.shape != new.shape:
             raise RLError(f"kl_coef > 0 needs ref_logprobs of shape {tuple(new.shape)}")
-        log_ref_ratio = torch.where(mask, ref_logprobs.to(new.device, torch.float32) - new,
-                                    torch.zeros_like(new)).clamp(-20.0, 20.0)
-        kl_ref = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0
+        kl_ref = _k3(_masked_log_ratio(ref_logprobs.to(new.device, torch.float32), new, mask))
         per_token = per_token + cfg.kl_coef * kl_ref
     per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
 
@@ -237,7 +244,7 @@ def grpo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
             "clip_frac": float((high | low).sum()) / n if n else 0.0,
             "clip_frac_high": float(high.sum()) / n if n else 0.0,
             "clip_frac_low": float(low.sum()) / n if n else 0.0,
-            "approx_kl": _masked_mean((ratio - 1.0) - log_ratio, mask),
+            "approx_kl": _masked_mean(_k3(log_ratio), mask),
             "ratio_mean": _masked_mean(ratio, mask),
             "ratio_max": float(ratio[mask].max()) if n else 1.0,
             "tokens": float(n),

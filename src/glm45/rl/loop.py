@@ -470,7 +470,8 @@ class RLRun:
             "rollout_busy_s": w.rollout_seconds, "temperature": self.rollout_temperature,
             "buffer_groups": len(self.buffer),
             **{k: train[k] for k in ("loss", "entropy", "clip_frac", "clip_frac_high", "clip_frac_low", "approx_kl",
-                                     "kl_ref", "ratio_max", "grad_norm", "trained_tokens", "recomputed_logprobs") if k in train},
+                                     "kl_ref", "ratio_max", "grad_norm", "trained_tokens", "recomputed_logprobs")
+               if k in train},
         }
         if timings:
             record["sync_bytes"] = timings.get("bytes")
