@@ -76,6 +76,20 @@ def test_a_searcher_that_echoes_the_subject_answers_it_when_wrong():
         reference_samples("search", 2, 0, search_wrong_answer="nonsense")
 
 
+def test_a_searcher_that_guesses_answers_before_searching():
+    options = dict(search_noise=0.0, search_wrong=0.0, max_hops=1, search_query="question")
+    clean = reference_samples("search", 40, 0, **options)
+    guessed = reference_samples("search", 40, 0, search_guess=0.5, **options)
+    skipped = [g for g in guessed if len(g.messages) == 3]
+    assert 10 <= len(skipped) <= 30
+    for c, g in zip(clean, guessed):
+        if g in skipped:  # system, question, and straight to a wrong answer
+            assert [m["role"] for m in g.messages] == ["system", "user", "assistant"]
+            assert not g.meta["correct"] and extract_answer(g.messages[-1]["content"]) != g.meta["answer"]
+        else:  # otherwise the very episode of a searcher that never guesses
+            assert g.messages == c.messages and g.meta["correct"]
+
+
 def test_bad_choices_are_named_before_anything_runs(tmp_path, capsys):
     for flag in ("--wrong-answer", "--query"):
         with pytest.raises(SystemExit) as e:
@@ -100,6 +114,24 @@ def test_an_imperfect_tool_expert_drops_last_arguments_at_the_given_rate():
                     dropped += 1
                     assert list(got) == list(full)[:-1] and all(got[k] == full[k] for k in got)
     assert calls > 100 and 0.35 < dropped / calls < 0.65
+
+
+def test_an_expert_in_a_loop_repeats_its_last_calls_instead_of_answering():
+    budget = Budget(sft_samples=120, kinds="single,multi,parallel,irrelevant")
+    clean = sft_documents("function_call", budget, 0)
+    looped = sft_documents("function_call", Budget(**{**budget.__dict__, "repeat_call": 0.5}), 0)
+    with_calls = repeated = 0
+    for a, b in zip(clean, looped):
+        assert b.messages[:-1] == a.messages[:-1]  # only the final turn can change
+        calls = [m["tool_calls"] for m in a.messages if m.get("tool_calls")]
+        if not calls:  # nothing to repeat: the answer stays
+            assert b.messages[-1] == a.messages[-1]
+            continue
+        with_calls += 1
+        if b.messages[-1] != a.messages[-1]:
+            repeated += 1
+            assert b.messages[-1] == {"role": "assistant", "content": "", "tool_calls": calls[-1]}
+    assert with_calls > 60 and 0.3 < repeated / with_calls < 0.7
 
 
 def test_tool_agent_cold_start_matches_the_environment_prompt():

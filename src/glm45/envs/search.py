@@ -416,21 +416,31 @@ class NoisySearcher(OracleSearcher):
     """The oracle, except that each action is wasted with probability `noise` (a query made of
     random words of the question, or a random page), and with probability `wrong` the final
     answer is wrong: a random page's title, or (`wrong_answer="subject"`) the question's own
-    subject, a searcher that echoes what it looked up instead of what it read. Seeded per task,
-    so one task's trajectory is the same at every budget: accuracy can only grow with the
-    number of allowed turns."""
+    subject, a searcher that echoes what it looked up instead of what it read. With probability
+    `guess` it answers at once, before any search, with such a wrong answer (a searcher that
+    skips the work). Seeded per task, so one task's trajectory is the same at every budget:
+    accuracy can only grow with the number of allowed turns."""
 
     def __init__(self, task: dict, collection: Collection, noise: float = 0.4, wrong: float = 0.1,
                  seed: int = 0, query: str = "entity", read_snippets: bool = False,
-                 wrong_answer: str = "random") -> None:
+                 wrong_answer: str = "random", guess: float = 0.0) -> None:
         super().__init__(task, collection, query, read_snippets)
         if wrong_answer not in WRONG_ANSWERS:
             raise ValueError(f"wrong_answer must be one of {WRONG_ANSWERS}, got {wrong_answer!r}")
         self.noise, self.wrong, self.wrong_answer = noise, wrong, wrong_answer
         self.rng = random.Random(f"glm45.envs.search.noisy/{seed}/{task['id']}")
         self.last_real = True
+        # drawn only when asked for, so a searcher without it plays exactly as before
+        self.guesses = guess > 0 and self.rng.random() < guess
+
+    def _wrong_answer(self) -> Message:
+        guess = (self.task["hops"][0]["subject"] if self.wrong_answer == "subject"
+                 else self.rng.choice(self.collection.pages).title)
+        return {"role": "assistant", "content": f"Answer: {guess}"}
 
     def act(self, messages: list[Message], tools: list[dict]) -> Message:
+        if self.guesses:
+            return self._wrong_answer()
         if self.last_real:  # what a wasted action returned is ignored
             self._read_result(messages)
         self.last_real = self.rng.random() >= self.noise
@@ -440,9 +450,7 @@ class NoisySearcher(OracleSearcher):
                 return _call("search", query=" ".join(self.rng.sample(words, min(2, len(words)))))
             return _call("open_page", id=self.rng.choice(self.collection.pages).id)
         if self.answer is not None and self.rng.random() < self.wrong:
-            guess = (self.task["hops"][0]["subject"] if self.wrong_answer == "subject"
-                     else self.rng.choice(self.collection.pages).title)
-            return {"role": "assistant", "content": f"Answer: {guess}"}
+            return self._wrong_answer()
         return self._next_action()
 
 

@@ -16,7 +16,8 @@ and their results included, the next turn must make exactly the annotated calls)
    - search: episodes of the scripted `NoisySearcher` through `SearchEnv`
      (`reference_samples("search")`), optionally with wasted actions (`--noise`) and wrong
      answers (`--wrong`: a random title, or with `--wrong-answer subject` the question's own
-     subject, a systematic flaw for GRPO to remove);
+     subject, a systematic flaw for GRPO to remove; `--guess`: such an answer at once, before
+     any search);
      `--query question` makes its first search the question verbatim instead of the entity
      (a model that can only repeat its prompt can still form that query), `--snippets true`
      answers from a result snippet that states the fact instead of opening the page,
@@ -24,7 +25,8 @@ and their results included, the next turn must make exactly the annotated calls)
      questions than a tiny model can memorise);
    - tool_agent and function_call: the reference trajectories of the train split's tool
      tasks, after the tool agent's system prompt (a step-wise item is a prefix of one);
-     `--call-flaw P` drops each call's last argument with probability P (an imperfect expert).
+     `--call-flaw P` drops each call's last argument with probability P (an imperfect expert),
+     `--repeat-call P` makes a final answer repeat the last calls instead (an expert in a loop).
 3. GRPO (sync) in the environment: whole episodes, tool results and user turns masked out, the
    episode's reward on every model token; step-wise, one turn per sample. It trains on the cold
    start's own tasks, or (`--fresh-rl-tasks true`) on train-split tasks the cold start never
@@ -83,8 +85,10 @@ class Budget:
     snippets: bool = False  # search: the cold-start searcher answers from result snippets that state the fact
     world_scale: int = 1  # search: the synthetic world's size, a multiple of the default (420 facts)
     wrong_answer: str = "random"  # search: what a wrong answer names, a random page's title or the question's subject
+    guess: float = 0.0  # search: the cold-start searcher's rate of answering at once, before searching (wrong)
     kinds: str = "single,multi,parallel,irrelevant,multiturn"  # tool_agent, function_call: task kinds
     call_flaw: float = 0.0  # tool_agent, function_call: the fraction of cold-start calls missing their last argument
+    repeat_call: float = 0.0  # tool_agent, function_call: the fraction of final answers that repeat the last calls
     fresh_rl_tasks: bool = False  # RL on train-split tasks the cold start never saw, not on its own
 
 
@@ -150,7 +154,8 @@ def sft_documents(env: str, budget: Budget, seed: int) -> list:
                                  search_repeats=budget.sft_repeats, max_hops=budget.max_hops,
                                  max_turns=budget.max_turns, search_query=budget.query,
                                  search_snippets=budget.snippets, search_world_scale=budget.world_scale,
-                                 search_wrong=budget.wrong, search_wrong_answer=budget.wrong_answer)
+                                 search_wrong=budget.wrong, search_wrong_answer=budget.wrong_answer,
+                                 search_guess=budget.guess)
     docs = []
     rng = random.Random(f"glm45.rl.env_experiment.call_flaw/{seed}")
     for record in tasks("tool_agent", budget, budget.sft_samples, seed, "train"):
@@ -158,6 +163,8 @@ def sft_documents(env: str, budget: Budget, seed: int) -> list:
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, *task.reference_messages(thinking=False)]
         if budget.call_flaw:
             messages = _drop_last_arguments(messages, budget.call_flaw, rng)
+        if budget.repeat_call:
+            messages = _repeat_last_calls(messages, budget.repeat_call, rng)
         docs.append(Document(text="", id=task.id, source="tool_agent", messages=messages, tools=task.tools,
                              meta={"domain": "agent", "enable_thinking": False}))
     return docs
@@ -179,6 +186,17 @@ def _drop_last_arguments(messages: list[dict], rate: float, rng: random.Random) 
             m = {**m, "tool_calls": calls}
         out.append(m)
     return out
+
+
+def _repeat_last_calls(messages: list[dict], rate: float, rng: random.Random) -> list[dict]:
+    """An expert caught in a loop: with probability `rate`, the final answer after tool results
+    becomes the last turn's calls again, which the step-wise reward scores 0 (that turn is
+    annotated with no call) and the end-to-end reward too (the task never completes). Deciding
+    to answer needs no value copied from the context, unlike `_drop_last_arguments`."""
+    calls = [m for m in messages if m["role"] == "assistant" and m.get("tool_calls")]
+    if not calls or messages[-1].get("tool_calls") or rng.random() >= rate:
+        return messages
+    return [*messages[:-1], {"role": "assistant", "content": "", "tool_calls": calls[-1]["tool_calls"]}]
 
 
 def _rl(model_dir: Path, out: Path, budget: Budget, seed: int, train: list, evals: list) -> dict:

@@ -101,7 +101,7 @@ def _world_options(scale: int) -> dict:
 
 def _search(n: int, seed: int, split: str, noise: float, repeats: int, max_hops: int,
             max_turns: int, query: str, read_snippets: bool, world_scale: int, wrong: float,
-            wrong_answer: str) -> list[Document]:
+            wrong_answer: str, guess: float) -> list[Document]:
     from glm45.envs.base import ScriptedPolicy, make_env, run_episodes
     from glm45.envs.search import SEARCH_TOOLS, NoisySearcher, builtin_collection
 
@@ -111,7 +111,7 @@ def _search(n: int, seed: int, split: str, noise: float, repeats: int, max_hops:
     for r in range(repeats):  # each repeat wastes different actions (the searcher is seeded per task)
         policy = ScriptedPolicy(lambda t: NoisySearcher(t, collection, noise=noise, wrong=wrong, seed=seed + 7919 * r,
                                                         query=query, read_snippets=read_snippets,
-                                                        wrong_answer=wrong_answer))
+                                                        wrong_answer=wrong_answer, guess=guess))
         envs = [make_env("search", **q["env_config"]) for q in questions]
         for q, result in zip(questions, run_episodes(envs, questions, policy)):
             if result.info.get("end") != "done":  # cut off before answering: no answer to imitate
@@ -128,14 +128,16 @@ def reference_samples(domain: str, n: int, seed: int, *, split: str = "train", d
                       n_distractors: int = 2, search_noise: float = 0.4, search_repeats: int = 1,
                       max_hops: int = 3, max_turns: int = 8, search_query: str = "entity",
                       search_snippets: bool = False, search_world_scale: int = 1,
-                      search_wrong: float = 0.1, search_wrong_answer: str = "random") -> list[Document]:
+                      search_wrong: float = 0.1, search_wrong_answer: str = "random",
+                      search_guess: float = 0.0) -> list[Document]:
     """`n` training samples of `domain` with reference answers. Search: `n` questions (over the
     synthetic world at `search_world_scale`), each played `search_repeats` times by a searcher
     wasting a `search_noise` fraction of its actions, answering wrong a `search_wrong` fraction
     of the time (with a random page's title, or with `search_wrong_answer="subject"` the question's
-    own subject), and searching first for the start entity or, with `search_query="question"`,
-    the question itself (`search_snippets`: answering from result snippets when they state the
-    fact); an episode cut off at `max_turns` is dropped, so there may be fewer samples."""
+    own subject) and, a `search_guess` fraction, at once before searching, and searching first
+    for the start entity or, with `search_query="question"`, the question itself
+    (`search_snippets`: answering from result snippets when they state the fact); an episode cut
+    off at `max_turns` is dropped, so there may be fewer samples."""
     if domain == "reasoning":
         return _reasoning(n, seed, split, difficulty, code_fraction, thinking)
     if domain == "agent":
@@ -144,7 +146,7 @@ def reference_samples(domain: str, n: int, seed: int, *, split: str = "train", d
         return _general(n, seed, split)
     if domain == "search":
         return _search(n, seed, split, search_noise, search_repeats, max_hops, max_turns, search_query,
-                       search_snippets, search_world_scale, search_wrong, search_wrong_answer)
+                       search_snippets, search_world_scale, search_wrong, search_wrong_answer, search_guess)
     raise SFTError(f"domain must be one of {DOMAINS}, got {domain!r}")
 
 
