@@ -123,6 +123,33 @@ def test_packed_rows_attend_run_by_run_exactly_as_the_dense_mask():
         assert torch.allclose(runs_grads[name], full_grads[name], atol=1e-5), name
 
 
+@pytest.mark.parametrize("T", [2, 17, 256])
+def test_materialised_bf16_attention_matches_fp32_attention_within_bf16_rounding(T):
+    """Short bf16 rows on CPU take the batched-matmul path instead of SDPA: outputs and every
+    gradient must stay as close to fp32 attention as SDPA's own bf16 kernel is (GQA, causal)."""
+    from glm45.model.layers import MATERIALISED_MAX_T, causal_self_attention
+
+    assert T <= MATERIALISED_MAX_T
+    g = torch.Generator().manual_seed(T)
+    q, k, v = (torch.randn(2, 8, T, 16, generator=g, requires_grad=True),
+               torch.randn(2, 2, T, 16, generator=g, requires_grad=True),
+               torch.randn(2, 2, T, 16, generator=g, requires_grad=True))
+    grad_out = torch.randn(2, 8, T, 16, generator=g)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), grad_out)
+    assert torch.equal(causal_self_attention(q, k, v), ref)  # fp32 is SDPA itself
+    def sdpa(*qkv):
+        return F.scaled_dot_product_attention(*qkv, is_causal=True, enable_gqa=True)
+
+    for attend in (causal_self_attention, sdpa):  # the bound holds for SDPA's own bf16 kernel too
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attend(q, k, v)
+        grads = torch.autograd.grad(out, (q, k, v), grad_out.to(out.dtype))
+        assert out.dtype == torch.bfloat16 and (out.float() - ref).abs().max() < 0.05
+        for got, want in zip(grads, ref_grads):
+            assert (got.float() - want).norm() / want.norm() < 0.015
+
+
 def test_partial_rope_rotates_first_half_only_neox_style():
     x = torch.randn(1, 1, 3, 8)
     pos = torch.arange(3).unsqueeze(0)
