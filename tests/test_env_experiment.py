@@ -98,12 +98,16 @@ def test_bad_choices_are_named_before_anything_runs(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def _clean_and_flawed(kinds: str, **flaw) -> list[tuple]:
+    """The tool expert's cold-start documents for 120 tasks, paired with a flawed expert's."""
+    budget = Budget(sft_samples=120, kinds=kinds)
+    flawed = Budget(**{**budget.__dict__, **flaw})
+    return list(zip(sft_documents("function_call", budget, 0), sft_documents("function_call", flawed, 0)))
+
+
 def test_an_imperfect_tool_expert_drops_last_arguments_at_the_given_rate():
-    budget = Budget(sft_samples=120, kinds="single,multi,parallel")
-    clean = sft_documents("function_call", budget, 0)
-    flawed = sft_documents("function_call", Budget(**{**budget.__dict__, "call_flaw": 0.5}), 0)
     calls = dropped = 0
-    for a, b in zip(clean, flawed):
+    for a, b in _clean_and_flawed("single,multi,parallel", call_flaw=0.5):
         assert [m["role"] for m in a.messages] == [m["role"] for m in b.messages]
         for ma, mb in zip(a.messages, b.messages):
             assert ma.get("content") == mb.get("content")  # only call arguments change
@@ -117,11 +121,8 @@ def test_an_imperfect_tool_expert_drops_last_arguments_at_the_given_rate():
 
 
 def test_an_expert_in_a_loop_repeats_its_last_calls_instead_of_answering():
-    budget = Budget(sft_samples=120, kinds="single,multi,parallel,irrelevant")
-    clean = sft_documents("function_call", budget, 0)
-    looped = sft_documents("function_call", Budget(**{**budget.__dict__, "repeat_call": 0.5}), 0)
     with_calls = repeated = 0
-    for a, b in zip(clean, looped):
+    for a, b in _clean_and_flawed("single,multi,parallel,irrelevant", repeat_call=0.5):
         assert b.messages[:-1] == a.messages[:-1]  # only the final turn can change
         calls = [m["tool_calls"] for m in a.messages if m.get("tool_calls")]
         if not calls:  # nothing to repeat: the answer stays
