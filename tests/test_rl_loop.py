@@ -196,6 +196,34 @@ def test_config_errors(tmp_path):
         RLRun(_cfg(tmp_path, rollout_workers=0), model, tok, parity_tasks(3))
 
 
+def test_held_out_avg_at_k_averages_every_sample(tmp_path):
+    """eval_samples k > 1 at a temperature: eval_reward is the mean of k sampled episodes per
+    held-out task (Avg@k); greedy evaluation keeps one."""
+    model, tok = _policy()
+    run = RLRun(_cfg(tmp_path, eval_samples=4, eval_temperature=1.0), model, tok, parity_tasks(3),
+                parity_tasks(5, offset=100))
+    evaluator = run._evaluator()
+    seen = []
+    real_rollout = evaluator.rollout
+
+    def recording_rollout(items, **kw):
+        groups, stats = real_rollout(items, **kw)
+        seen.append(groups)
+        return groups, stats
+
+    evaluator.rollout = recording_rollout
+    result = run.evaluate()
+    groups = seen[-1]
+    assert [len(g) for g in groups] == [4] * 5
+    rewards = [s.reward for g in groups for s in g]
+    assert result["eval_reward"] == pytest.approx(sum(rewards) / 20)
+    run.evaluate(temperature=0.0)
+    assert [len(g) for g in seen[-1]] == [1] * 5
+    for bad in (dict(eval_samples=0), dict(eval_samples=2, eval_temperature=0.0)):
+        with pytest.raises(RLError, match="eval_samples"):
+            _cfg(tmp_path, **bad)
+
+
 def test_equal_rewards_everywhere_raise_no_learning_signal(tmp_path):
     from glm45.rl.errors import NoLearningSignal
     from glm45.rl.task_sets import arithmetic_tasks

@@ -29,6 +29,8 @@ def test_bad_arguments(tmp_path, capsys):
     assert "unknown task set" in capsys.readouterr().err
     assert main(["rl", "--model", tiny_dir(), "--out", str(tmp_path), "--kl-coef", "-1"]) == 2
     assert "kl_coef" in capsys.readouterr().err
+    assert main(["rl", "--model", tiny_dir(), "--out", str(tmp_path), "--eval-samples", "4"]) == 2
+    assert "eval_temperature > 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-resume", action="store_true", help="start over even if --out has checkpoints")
     g.add_argument("--checkpoint-every", type=int, default=0)
     g.add_argument("--eval-every", type=int, default=10)
+    g.add_argument("--eval-temperature", type=float, default=0.0, help="held-out sampling temperature (0: greedy)")
+    g.add_argument("--eval-samples", type=int, default=1,
+                   help="samples per held-out task, their mean reward reported (Avg@k; needs --eval-temperature > 0)")
     g = p.add_argument_group("rollout")
     g.add_argument("--prompts-per-step", type=int, default=16)
     g.add_argument("--group-size", type=int, default=8, help="samples per prompt (K)")
@@ -135,7 +138,8 @@ def _config(args: argparse.Namespace, out: Path) -> Any:
                                               kl_coef=args.kl_coef)),
         dynamic_sampling=not args.no_dynamic_sampling, overlong=OverlongConfig(mode=args.overlong),
         fp8_rollout=args.fp8_rollout, rollout_workers=args.rollout_workers, max_staleness=args.max_staleness,
-        sync_every=args.sync_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+        sync_every=args.sync_every, eval_every=args.eval_every, eval_temperature=args.eval_temperature,
+        eval_samples=args.eval_samples, checkpoint_every=args.checkpoint_every,
         resume=not args.no_resume, curriculum=curriculum,
         dynamic_temperature=TemperatureConfig(initial=args.temperature) if args.dynamic_temperature else None,
         max_seq_len=args.max_seq_len, seed=args.seed)

@@ -32,7 +32,8 @@ and their results included, the next turn must make exactly the annotated calls)
    start's own tasks, or (`--fresh-rl-tasks true`) on train-split tasks the cold start never
    saw, where recalling a memorised answer earns nothing and only reading the prompt pays.
    `--kl-coef C` adds a KL penalty against the cold start (the paper's GRPO has none).
-4. Held-out reward (greedy, `test` split: no question shared with training) before RL and every
+4. Held-out reward (greedy, `test` split: no question shared with training; or Avg@k, the mean
+   of `--eval-samples K` samples a task at `--eval-temperature T`) before RL and every
    `eval_every` steps; figures `heldout.png` and `reward.png`, numbers in `summary.json`, and a
    few held-out episodes of the SFT and the RL policy in `trajectories_{sft,rl}.jsonl`.
 
@@ -75,6 +76,8 @@ class Budget:
     max_tokens: int = 64  # per model turn
     eval_every: int = 5
     n_eval: int = 60
+    eval_samples: int = 1  # held-out samples per task at eval_temperature: their mean is reported (Avg@k)
+    eval_temperature: float = 0.0  # held-out decoding: 0 greedy
     n_shown: int = 16  # held-out episodes of the SFT and the RL policy written out (trajectories_*.jsonl)
     micro_batch_size: int = 8
     dynamic_sampling: bool = True  # train on groups with reward variance, rolling out more prompts to fill a step
@@ -211,7 +214,8 @@ def _rl(model_dir: Path, out: Path, budget: Budget, seed: int, train: list, eval
                                          max_context=CONTEXT, seed=seed),
                    trainer=TrainerConfig(lr=budget.lr, micro_batch_size=budget.micro_batch_size, dtype="float32",
                                          grpo=GRPOConfig(kl_coef=budget.kl_coef)),
-                   dynamic_sampling=budget.dynamic_sampling, eval_every=budget.eval_every, max_seq_len=CONTEXT,
+                   dynamic_sampling=budget.dynamic_sampling, eval_every=budget.eval_every,
+                   eval_samples=budget.eval_samples, eval_temperature=budget.eval_temperature, max_seq_len=CONTEXT,
                    engine_max_batch=64, seed=seed)
     return RLRun.from_pretrained(cfg, model_dir, train, evals).run()
 

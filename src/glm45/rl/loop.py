@@ -70,6 +70,9 @@ class RLConfig:
     worker_batch: int | None = None  # async: prompts per worker rollout call (default prompts_per_step / workers)
     eval_every: int = 5  # steps between held-out evaluations (0: only before and after)
     eval_temperature: float = 0.0
+    # samples per held-out task; eval_reward is their mean, Avg@k (the paper reports Avg@32 and
+    # Avg@8 at temperature > 0), so more than one needs eval_temperature > 0
+    eval_samples: int = 1
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2
     resume: bool = True
@@ -94,6 +97,10 @@ class RLConfig:
             raise RLError("steps and rollout_workers must be >= 0 and prompts_per_step, sync_every >= 1")
         if self.max_staleness < 0 or self.max_rollout_rounds < 1:
             raise RLError("max_staleness must be >= 0 and max_rollout_rounds >= 1")
+        if self.eval_samples < 1 or (self.eval_samples > 1 and self.eval_temperature <= 0):
+            raise RLError(f"eval_samples must be >= 1, and more than one needs eval_temperature > 0 (greedy "
+                          f"samples are all the same); got eval_samples {self.eval_samples}, "
+                          f"eval_temperature {self.eval_temperature}")
 
 
 class _Locked:
@@ -319,15 +326,18 @@ class RLRun:
         return self._eval_client
 
     def evaluate(self, temperature: float | None = None, tasks: Sequence[Any] | None = None) -> dict[str, float]:
-        """Held-out reward of the current policy (one sample per task, greedy by default)."""
+        """Held-out reward of the current policy: the mean over `eval_samples` samples per task
+        (Avg@k), greedy by default (one sample at eval_temperature 0). Evaluating at another
+        `temperature` (the dynamic-temperature search) keeps the same number of samples."""
         tasks = self.eval_tasks if tasks is None else list(tasks)
         if not tasks:
             return {}
         t0 = time.perf_counter()
         items = [PromptItem(i, t) for i, t in enumerate(tasks)]
         temp = self.cfg.eval_temperature if temperature is None else temperature
-        groups, _ = self._evaluator().rollout(items, temperature=temp, group_size=1)
-        samples = [g[0] for g in groups]
+        k = self.cfg.eval_samples if temp > 0 else 1
+        groups, _ = self._evaluator().rollout(items, temperature=temp, group_size=k)
+        samples = [s for g in groups for s in g]
         self.times["eval"] += time.perf_counter() - t0
         return {"eval_reward": sum(s.reward for s in samples) / len(samples),
                 "eval_pass_rate": sum(s.reward >= 0.5 for s in samples) / len(samples),
