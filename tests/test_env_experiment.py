@@ -234,8 +234,14 @@ def test_rl_straight_from_a_given_checkpoint(tmp_path):
     out = tmp_path / "run"
     assert main(["--env", "tool_agent", "--out", str(out), "--base", str(base), "--sft-steps", "0", "--steps", "1",
                  "--prompts-per-step", "2", "--group-size", "2", "--n-eval", "2", "--n-shown", "1",
-                 "--max-tokens", "8", "--max-turns", "2", "--dynamic-sampling", "false"]) == 0
+                 "--max-tokens", "8", "--max-turns", "2", "--dynamic-sampling", "false",
+                 "--eval-samples", "3", "--eval-temperature", "1"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sft"]["steps"] == 0 and sorted(map(int, summary["heldout_by_step"])) == [0, 1]
+    # held-out Avg@3: the mean of 3 binary episode rewards on each of 2 tasks
+    assert summary["budget"]["eval_samples"] == 3 and summary["n_eval_tasks"] == 2
+    assert all(abs(v * 6 - round(v * 6)) < 1e-3 for v in summary["heldout_by_step"].values())
+    evals = [r for r in read_metrics(out / "rl" / "metrics.jsonl") if "eval_reward" in r]
+    assert len(evals) == 2 and all(r["eval_response_len"] > 0 for r in evals)
     assert not (out / "sft").exists() and not (out / "base").exists()  # no cold start, no random base
     assert (out / "rl" / "model" / "model.safetensors").is_file()

@@ -72,9 +72,10 @@ def _self_distill(out: Path, args: argparse.Namespace, train: list, evals: list)
             "heldout_distilled_sft": rl["evals"][0]["eval_reward"], "heldout_end": rl["evals"][-1]["eval_reward"]}
 
 
-def figures(out: Path, runs: dict[str, Path], title: str) -> list[str]:
-    """`heldout.png` (held-out reward at each evaluated step) and `reward.png` (rollout reward per
-    step) in `out`, one line per run (label -> the run's directory with its metrics.jsonl)."""
+def figures(out: Path, runs: dict[str, Path], title: str, heldout: str = "greedy") -> list[str]:
+    """`heldout.png` (held-out reward at each evaluated step, measured as `heldout` says) and
+    `reward.png` (rollout reward per step) in `out`, one line per run (label -> the run's
+    directory with its metrics.jsonl)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,7 +84,7 @@ def figures(out: Path, runs: dict[str, Path], title: str) -> list[str]:
     from glm45.train.metrics import read_metrics
 
     paths = []
-    for name, key, ylabel in (("heldout.png", "eval_reward", "held-out accuracy (greedy)"),
+    for name, key, ylabel in (("heldout.png", "eval_reward", f"held-out accuracy ({heldout})"),
                               ("reward.png", "reward_mean", "rollout reward (T = 1)")):
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         for label, run_dir in runs.items():

@@ -328,7 +328,7 @@ class RLRun:
     def evaluate(self, temperature: float | None = None, tasks: Sequence[Any] | None = None) -> dict[str, float]:
         """Held-out reward of the current policy: the mean over `eval_samples` samples per task
         (Avg@k), greedy by default (one sample at eval_temperature 0). Evaluating at another
-        `temperature` (the dynamic-temperature search) keeps the same number of samples."""
+        `temperature` (the dynamic-temperature search) takes as many samples, one when greedy."""
         tasks = self.eval_tasks if tasks is None else list(tasks)
         if not tasks:
             return {}
