@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, model in (("sft", sft["model_dir"]), ("rl", summary["model_dir"]))}
     heldout = (f"Avg@{budget.eval_samples}, T = {budget.eval_temperature:g}" if budget.eval_samples > 1
                else "greedy" if budget.eval_temperature == 0 else f"T = {budget.eval_temperature:g}")
-    paths = figures(out, {args.env: out / "rl"}, f"GRPO in the {args.env} environment from an SFT cold start", heldout)
+    paths = figures(out, {args.env: out / "rl"}, f"GRPO in the {args.env} environment from an SFT cold start", heldout,
+                    budget.temperature)
     heldout = {e["step"]: round(e["eval_reward"], 4) for e in summary["evals"]}
     report = {"env": args.env, "budget": asdict(budget), "seed": args.seed,
               "sft": {"samples": sft["data"]["samples"], "steps": sft["steps"], "first_loss": sft["first_loss"],

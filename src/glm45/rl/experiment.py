@@ -72,10 +72,11 @@ def _self_distill(out: Path, args: argparse.Namespace, train: list, evals: list)
             "heldout_distilled_sft": rl["evals"][0]["eval_reward"], "heldout_end": rl["evals"][-1]["eval_reward"]}
 
 
-def figures(out: Path, runs: dict[str, Path], title: str, heldout: str = "greedy") -> list[str]:
+def figures(out: Path, runs: dict[str, Path], title: str, heldout: str = "greedy",
+            rollout_temperature: float = 1.0) -> list[str]:
     """`heldout.png` (held-out reward at each evaluated step, measured as `heldout` says) and
-    `reward.png` (rollout reward per step) in `out`, one line per run (label -> the run's
-    directory with its metrics.jsonl)."""
+    `reward.png` (rollout reward per step, sampled at `rollout_temperature`) in `out`, one line
+    per run (label -> the run's directory with its metrics.jsonl)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,7 +86,7 @@ def figures(out: Path, runs: dict[str, Path], title: str, heldout: str = "greedy
 
     paths = []
     for name, key, ylabel in (("heldout.png", "eval_reward", f"held-out accuracy ({heldout})"),
-                              ("reward.png", "reward_mean", "rollout reward (T = 1)")):
+                              ("reward.png", "reward_mean", f"rollout reward (T = {rollout_temperature:g})")):
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         for label, run_dir in runs.items():
             rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get(key) is not None]
