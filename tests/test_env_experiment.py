@@ -95,6 +95,9 @@ def test_bad_choices_are_named_before_anything_runs(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main(["--env", "search", "--out", str(tmp_path), flag, "nonsense"])
         assert e.value.code == 2 and f"{flag} must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # RL settings too, before the cold start's SFT
+        main(["--env", "search", "--out", str(tmp_path), "--eval-samples", "3"])
+    assert e.value.code == 2 and "eval_temperature > 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

@@ -49,6 +49,10 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from glm45.rl.loop import RLConfig
 
 __all__ = ["ENVS", "Budget", "main", "rl_tasks", "sft_documents", "tasks", "trajectories"]
 
@@ -196,28 +200,28 @@ def _repeat_last_calls(messages: list[dict], rate: float, rng: random.Random) ->
     becomes the last turn's calls again, which the step-wise reward scores 0 (that turn is
     annotated with no call) and the end-to-end reward too (the task never completes). Deciding
     to answer needs no value copied from the context, unlike `_drop_last_arguments`."""
-    calls = [m for m in messages if m["role"] == "assistant" and m.get("tool_calls")]
-    if not calls or messages[-1].get("tool_calls") or rng.random() >= rate:
+    last = next((m for m in reversed(messages) if m["role"] == "assistant" and m.get("tool_calls")), None)
+    if last is None or last is messages[-1] or rng.random() >= rate:
         return messages
-    return [*messages[:-1], {"role": "assistant", "content": "", "tool_calls": calls[-1]["tool_calls"]}]
+    return [*messages[:-1], {"role": "assistant", "content": "", "tool_calls": last["tool_calls"]}]
 
 
-def _rl(model_dir: Path, out: Path, budget: Budget, seed: int, train: list, evals: list) -> dict:
+def _rl_config(out: Path, budget: Budget, seed: int) -> RLConfig:
+    """The GRPO run's settings; RLConfig checks them, so a bad one is named before any SFT."""
     from glm45.rl.grpo import GRPOConfig
-    from glm45.rl.loop import RLConfig, RLRun
+    from glm45.rl.loop import RLConfig
     from glm45.rl.rollout import RolloutConfig
     from glm45.rl.trainer import TrainerConfig
 
-    cfg = RLConfig(out=str(out), steps=budget.steps, prompts_per_step=budget.prompts_per_step,
-                   rollout=RolloutConfig(group_size=budget.group_size, max_tokens=budget.max_tokens,
-                                         temperature=budget.temperature, max_turns=budget.max_turns,
-                                         max_context=CONTEXT, seed=seed),
-                   trainer=TrainerConfig(lr=budget.lr, micro_batch_size=budget.micro_batch_size, dtype="float32",
-                                         grpo=GRPOConfig(kl_coef=budget.kl_coef)),
-                   dynamic_sampling=budget.dynamic_sampling, eval_every=budget.eval_every,
-                   eval_samples=budget.eval_samples, eval_temperature=budget.eval_temperature, max_seq_len=CONTEXT,
-                   engine_max_batch=64, seed=seed)
-    return RLRun.from_pretrained(cfg, model_dir, train, evals).run()
+    return RLConfig(out=str(out), steps=budget.steps, prompts_per_step=budget.prompts_per_step,
+                    rollout=RolloutConfig(group_size=budget.group_size, max_tokens=budget.max_tokens,
+                                          temperature=budget.temperature, max_turns=budget.max_turns,
+                                          max_context=CONTEXT, seed=seed),
+                    trainer=TrainerConfig(lr=budget.lr, micro_batch_size=budget.micro_batch_size, dtype="float32",
+                                          grpo=GRPOConfig(kl_coef=budget.kl_coef)),
+                    dynamic_sampling=budget.dynamic_sampling, eval_every=budget.eval_every,
+                    eval_samples=budget.eval_samples, eval_temperature=budget.eval_temperature,
+                    max_seq_len=CONTEXT, engine_max_batch=64, seed=seed)
 
 
 def trajectories(model_dir: str | Path, eval_tasks: list[dict], budget: Budget, path: Path) -> list[dict]:
@@ -263,7 +267,7 @@ def _flag(text: str) -> bool:
     return text.lower() in ("true", "1")
 
 
-def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Budget]:
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Budget, RLConfig]:
     p = argparse.ArgumentParser(prog="python -m glm45.rl.env_experiment", description=__doc__.split("\n")[0])
     p.add_argument("--env", required=True, choices=ENVS)
     p.add_argument("--out", required=True)
@@ -281,11 +285,17 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Budget]:
             p.error(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
     budget = Budget(**{**asdict(DEFAULTS[args.env]),
                        **{f.name: getattr(args, f.name) for f in fields(Budget) if getattr(args, f.name) is not None}})
-    return args, budget
+    from glm45.rl.errors import RLError
+
+    try:
+        rl_config = _rl_config(Path(args.out) / "rl", budget, args.seed)
+    except (RLError, ValueError) as e:
+        p.error(str(e))
+    return args, budget, rl_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, budget = _parse(argv)
+    args, budget, rl_config = _parse(argv)
 
     import torch
 
@@ -321,13 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     if not evals:
         raise RLError("every held-out task shares its prompt with a training task")
     t = time.perf_counter()
-    summary = _rl(Path(sft["model_dir"]), out / "rl", budget, args.seed, train, evals)
+    from glm45.rl.loop import RLRun
+
+    summary = RLRun.from_pretrained(rl_config, Path(sft["model_dir"]), train, evals).run()
     t_rl = time.perf_counter() - t
     shown = evals[:budget.n_shown]
     ends = {name: Counter(r["end"] for r in trajectories(model, shown, budget, out / f"trajectories_{name}.jsonl"))
             for name, model in (("sft", sft["model_dir"]), ("rl", summary["model_dir"]))}
-    heldout = (f"Avg@{budget.eval_samples}, T = {budget.eval_temperature:g}" if budget.eval_samples > 1
-               else "greedy" if budget.eval_temperature == 0 else f"T = {budget.eval_temperature:g}")
+    heldout = ("greedy" if budget.eval_temperature == 0
+               else f"Avg@{budget.eval_samples}, T = {budget.eval_temperature:g}")
     paths = figures(out, {args.env: out / "rl"}, f"GRPO in the {args.env} environment from an SFT cold start", heldout,
                     budget.temperature)
     heldout = {e["step"]: round(e["eval_reward"], 4) for e in summary["evals"]}
