@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from glm45.model import GLM45ForCausalLM
+from glm45.model import linear_ce
 from glm45.model.linear_ce import IGNORE_INDEX, linear_cross_entropy
 from glm45.train.loss import mtp_labels
 from helpers_model import randomize, tiny_config
@@ -32,17 +33,27 @@ def _grads(loss_fn, h, w, t, scale=0.37):
     return loss.detach(), h.grad.clone(), w.grad.clone()
 
 
+def _softmax_rows(monkeypatch, rows, vocab):
+    """Make the in-chunk fp32 softmax run `rows` rows at a time (None: the default)."""
+    if rows is not None:
+        monkeypatch.setattr(linear_ce, "SUB_ELEMENTS", rows * vocab)
+
+
+@pytest.mark.parametrize("sub_rows", [None, 7])
 @pytest.mark.parametrize("chunk_rows", [None, 1, 64, 299, 1000])
-def test_equals_cross_entropy_of_the_logits_and_its_gradients_in_fp32(chunk_rows):
+def test_equals_cross_entropy_of_the_logits_and_its_gradients_in_fp32(chunk_rows, sub_rows, monkeypatch):
     h, w, t = _inputs()
+    _softmax_rows(monkeypatch, sub_rows, w.shape[0])
     ours = _grads(lambda *a: linear_cross_entropy(*a, chunk_rows=chunk_rows), h, w, t)
     ref = _grads(_plain, h, w, t)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_under_bf16_autocast_it_matches_the_autocast_linear_to_bf16_rounding():
+@pytest.mark.parametrize("sub_rows", [None, 7])
+def test_under_bf16_autocast_it_matches_the_autocast_linear_to_bf16_rounding(sub_rows, monkeypatch):
     h, w, t = _inputs(N=512, D=64, V=1000)
+    _softmax_rows(monkeypatch, sub_rows, w.shape[0])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ours = _grads(lambda *a: linear_cross_entropy(*a, chunk_rows=200), h, w, t)
         ref = _grads(lambda h, w, t: F.cross_entropy(F.linear(h, w).float(), t, reduction="sum"), h, w, t)
