@@ -1,5 +1,5 @@
-"""Shared pieces for the RL loop and rollout tests: a tiny checkpoint, a reward that varies within
-groups even for a random model, and a scripted rollout engine."""
+"""Shared pieces for the RL loop, rollout and environment tests: a tiny checkpoint, a reward that
+varies within groups even for a random model, a scripted rollout engine and a scripted chat backend."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 
 from conftest_serve import tiny_checkpoint
+from glm45.eval.backend import ChatResult, ChatSample
 from glm45.rl.rewards import Reward, register_reward
 from glm45.rl.rollout import Completion
 
@@ -47,3 +48,18 @@ class ScriptedEngine:
             ids = self.tokenizer.encode(text) + [self.tokenizer.special_ids[stop]]
             out.append([Completion(ids, text, "stop", [-0.5] * len(ids))])
         return out
+
+
+class ScriptedChat:
+    """A chat backend (a judge, a simulated user) that answers each request with the next
+    scripted reply and records what it was asked."""
+
+    name = "scripted-chat"
+
+    def __init__(self, replies: Sequence[str]) -> None:
+        self.replies = list(replies)
+        self.requests: list = []
+
+    def chat(self, requests, on_result=None):
+        self.requests += requests
+        return [ChatResult([ChatSample(content=self.replies.pop(0))]) for _ in requests]

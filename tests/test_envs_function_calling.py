@@ -9,8 +9,8 @@ from glm45.envs.function_calling import (
     LLMUserSimulator, MultiTurnToolEnv, OracleToolAgent, stepwise_items, user_instruction,
 )
 from glm45.eval.agent import STOP, USER_PROMPT
-from glm45.eval.backend import ChatResult, ChatSample
 from glm45.tasks import generate_tool_tasks
+from rl_helpers import ScriptedChat
 
 KINDS = ("single", "multi", "parallel", "irrelevant", "multiturn")
 
@@ -92,22 +92,9 @@ def test_multiturn_failures(tasks):
     assert result.done and result.reward == 0.0 and result.info["end"] == "format_error"
 
 
-class ScriptedLLM:
-    """Stands in for a served model playing the user: answers the first question, then stops."""
-    name = "fake-user"
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-        self.requests = []
-
-    def chat(self, requests, on_result=None):
-        self.requests += requests
-        return [ChatResult([ChatSample(content=self.replies.pop(0))]) for _ in requests]
-
-
 def test_llm_user_with_the_figure_11_prompt(tasks):
     task = next(t for t in tasks if t.kind == "multiturn")
-    backend = ScriptedLLM([task.followups[0]["reply"], STOP])
+    backend = ScriptedChat([task.followups[0]["reply"], STOP])
     env = MultiTurnToolEnv(user_backend=backend)
     results = run_episodes([env], [task], ScriptedPolicy(OracleToolAgent))
     assert results[0].reward == 1.0, results[0].info
@@ -122,9 +109,9 @@ def test_llm_user_with_the_figure_11_prompt(tasks):
 
 def test_llm_user_stop_and_turn_limit(tasks):
     task = tasks[0]
-    sim = LLMUserSimulator(task, ScriptedLLM(["#####STOP##"]))  # the paper's figure spells it this way too
+    sim = LLMUserSimulator(task, ScriptedChat(["#####STOP##"]))  # the paper's figure spells it this way too
     assert sim.respond({"role": "assistant", "content": "Anything else?"}) is None
-    sim = LLMUserSimulator(task, ScriptedLLM(["more", "more"]), max_turns=1)
+    sim = LLMUserSimulator(task, ScriptedChat(["more", "more"]), max_turns=1)
     assert sim.respond("Anything else?") == {"role": "user", "content": "more"}
     assert sim.respond("Anything else?") is None
 

@@ -6,25 +6,12 @@ import pytest
 
 from glm45.envs.base import EnvError
 from glm45.envs.judge import LLMJudge, holistic_reward
-from glm45.eval.backend import ChatResult, ChatSample
 from glm45.rl.rewards import Reward
-
-
-class FakeJudge:
-    """A judge backend that answers from a script and records what it was asked."""
-    name = "fake-judge"
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-        self.requests = []
-
-    def chat(self, requests, on_result=None):
-        self.requests += requests
-        return [ChatResult([ChatSample(content=self.replies.pop(0))]) for _ in requests]
+from rl_helpers import ScriptedChat
 
 
 def test_objective_rubric_uses_the_reference():
-    backend = FakeJudge(["The response says 4, as the reference does.\nVERDICT: CORRECT", "VERDICT: INCORRECT"])
+    backend = ScriptedChat(["The response says 4, as the reference does.\nVERDICT: CORRECT", "VERDICT: INCORRECT"])
     judge = LLMJudge(backend)
     j = judge.judge("What is 2 + 2?", "It is 4.", reference="4")
     assert j.score == 1.0 and j.rubric == "objective"
@@ -35,7 +22,7 @@ def test_objective_rubric_uses_the_reference():
 
 
 def test_subjective_rubric_scores():
-    judge = LLMJudge(FakeJudge(["Clear and helpful. SCORE: 10", "Off topic.\nSCORE: **1**", "SCORE: 7"]))
+    judge = LLMJudge(ScriptedChat(["Clear and helpful. SCORE: 10", "Off topic.\nSCORE: **1**", "SCORE: 7"]))
     scores = [j.score for j in judge.judge_many([("Tell a joke.", "a", None), ("Tell a joke.", "b", None),
                                                   ("Tell a joke.", "c", None)])]
     assert scores == [1.0, 0.0, pytest.approx(6 / 9)]
@@ -44,16 +31,16 @@ def test_subjective_rubric_scores():
 
 
 def test_unreadable_reply_is_retried_then_scored_zero():
-    backend = FakeJudge(["I think it's fine.", "SCORE: 8"])
+    backend = ScriptedChat(["I think it's fine.", "SCORE: 8"])
     j = LLMJudge(backend).judge("q", "a")
     assert j.score == pytest.approx(7 / 9) and [r.seed for r in backend.requests] == [0, 1]
-    reward = LLMJudge(FakeJudge(["hmm", "still hmm"])).as_reward()
+    reward = LLMJudge(ScriptedChat(["hmm", "still hmm"])).as_reward()
     r = reward({"prompt": "q"}, "answer")
     assert r.value == 0.0 and "judge_error" in r.info
 
 
 def test_as_reward_judges_the_answer_not_the_reasoning():
-    backend = FakeJudge(["VERDICT: CORRECT"])
+    backend = ScriptedChat(["VERDICT: CORRECT"])
     reward = LLMJudge(backend).as_reward()
     task = {"messages": [{"role": "user", "content": "Capital of France?"}], "answer": "Paris"}
     assert reward(task, "<think>secret chain of thought</think>\nParis.").value == 1.0
@@ -64,7 +51,7 @@ def test_as_reward_judges_the_answer_not_the_reasoning():
 
 
 def test_holistic_merge():
-    judge = LLMJudge(FakeJudge(["SCORE: 10"]))
+    judge = LLMJudge(ScriptedChat(["SCORE: 10"]))
     merged = holistic_reward(judge, lambda t, o: Reward(0.5, {"rm_score": 0.0}), judge_weight=0.5)
     r = merged({"prompt": "hi"}, "hello")
     assert r.value == 0.75 and r.info["reward_model"]["value"] == 0.5 and r.info["judge"]["value"] == 1.0
@@ -73,4 +60,4 @@ def test_holistic_merge():
     with pytest.raises(EnvError):
         holistic_reward()
     with pytest.raises(EnvError, match="rubric"):
-        LLMJudge(FakeJudge([]), subjective_rubric="no fields")
+        LLMJudge(ScriptedChat([]), subjective_rubric="no fields")
