@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from glm45 import runtime
 from glm45.pipeline.speedrun import SpeedrunConfig, Stage, StageUnavailable, run_speedrun
 
 
@@ -27,6 +28,29 @@ def test_stages_run_resume_and_report_missing_ones(tmp_path):
     assert (tmp_path / "d" / "error.txt").exists()
     run_speedrun(cfg, stages, log=lambda *_: None)
     assert calls == ["ok"]  # a is done and skipped on the second run
+
+
+@pytest.mark.parametrize("bf16_fast", [True, False])
+def test_auto_dtype_is_resolved_once_recorded_and_given_to_every_stage(tmp_path, monkeypatch, bf16_fast):
+    probes = []
+
+    def probe(device_type="cpu"):
+        probes.append(device_type)
+        return bf16_fast
+
+    monkeypatch.setattr(runtime, "bf16_is_fast", probe)
+    seen = []
+    stages = [Stage(name, lambda cfg, out: seen.append(cfg.dtype) or {"tokens": 1}) for name in ("a", "b")]
+    report = run_speedrun(SpeedrunConfig(out=str(tmp_path)), stages, log=lambda *_: None).read_text()
+    want = "bfloat16" if bf16_fast else "float32"
+    assert seen == [want, want] and len(probes) == 1
+    assert json.loads((tmp_path / "speedrun.json").read_text())["dtype"] == want
+    assert report.startswith(f"# glm45 speedrun (nano, {want})")
+
+
+def test_a_bad_speedrun_dtype_is_named():
+    with pytest.raises(ValueError, match="speedrun dtype.*float16"):
+        SpeedrunConfig(dtype="float16")
 
 
 def test_heldout_split_removes_whole_modules_from_training(tmp_path):

@@ -1,4 +1,4 @@
-"""`glm45 speedrun [--out DIR] [--preset nano] [--quick]`."""
+"""`glm45 speedrun [--out DIR] [--preset nano] [--quick] [--dtype auto]`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 
 from glm45.config import PRESETS
 from glm45.pipeline.speedrun import SpeedrunConfig, run_speedrun
+from glm45.runtime import COMPUTE_DTYPES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,10 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a CPU shared with other jobs more threads stall)")
+    p.add_argument("--dtype", default="auto", choices=["auto", *COMPUTE_DTYPES],
+                   help="training compute dtype (auto: bf16 autocast where it is fast here, else fp32)")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = SpeedrunConfig(out=args.out, preset=args.preset, quick=args.quick, seed=args.seed, threads=args.threads)
+    cfg = SpeedrunConfig(out=args.out, preset=args.preset, quick=args.quick, seed=args.seed, threads=args.threads,
+                         dtype=args.dtype)
     report = run_speedrun(cfg)
     print(f"\nreport: {report}")
     final = report.parent / "final"

@@ -17,7 +17,7 @@ import os
 import resource
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +26,7 @@ from glm45.pipeline.report import make_report
 from glm45.pipeline.stages_data import stage_corpus, stage_shards, stage_tokenizer
 from glm45.pipeline.stages_post import stage_rl, stage_sft
 from glm45.pipeline.stages_train import stage_midtrain, stage_pretrain
+from glm45.runtime import check_dtype_name, default_device, dtype_name, resolve_dtype
 
 
 class StageUnavailable(RuntimeError):
@@ -39,6 +40,12 @@ class SpeedrunConfig:
     quick: bool = False
     seed: int = 0
     threads: int = 1  # torch CPU threads: on a shared 2-core CPU one thread is as fast and never stalls
+    # Training compute dtype: "auto" (bf16 autocast where runtime's probe finds it fast, else
+    # fp32), "bfloat16" or "float32". run_speedrun resolves "auto" once and records the choice.
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_dtype_name(self.dtype, "speedrun dtype")
 
     @property
     def budget(self) -> Budget:
@@ -104,16 +111,18 @@ def run_speedrun(cfg: SpeedrunConfig, stages: list[Stage] | None = None, log=pri
     stages = STAGES if stages is None else stages
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "speedrun.json").write_text(json.dumps(asdict(cfg), indent=2))
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    # One probe for the whole run (at the run's thread count), so every stage trains alike.
+    cfg = replace(cfg, dtype=dtype_name(resolve_dtype(cfg.dtype, default_device())))
+    (root / "speedrun.json").write_text(json.dumps(asdict(cfg), indent=2))
     try:
         _run_stages(cfg, stages, root, log)
     finally:
         torch.set_num_threads(threads)
     _link_final(root, stages)
-    return make_report(root, [s.name for s in stages], title=f"glm45 speedrun ({cfg.preset}"
-                       + (", quick)" if cfg.quick else ")"))
+    return make_report(root, [s.name for s in stages],
+                       title=f"glm45 speedrun ({cfg.preset}, {cfg.dtype}" + (", quick)" if cfg.quick else ")"))
 
 
 def _run_stages(cfg: SpeedrunConfig, stages: list[Stage], root: Path, log) -> None:

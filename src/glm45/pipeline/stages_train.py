@@ -39,7 +39,7 @@ def _train(cfg, out: Path, kind: str, **overrides: Any) -> dict[str, Any]:
         b = cfg.budget
         run = RunConfig(kind=kind, data=str(out.parent / "shards"), out=str(train_dir), preset=cfg.preset,
                         tokenizer=str(out.parent / "tokenizer"), total_tokens=b.pretrain_tokens + b.midtrain_tokens,
-                        autocast="float32", micro_batch=8 if kind == "pretrain" else 2, checkpoint_every=20,
+                        autocast=cfg.dtype, micro_batch=8 if kind == "pretrain" else 2, checkpoint_every=20,
                         keep_checkpoints=1, resume=True, seed=cfg.seed, progress=True, **overrides)
         summary = run_training(run)
     shutil.copyfile(train_dir / "metrics.jsonl", out / "metrics.jsonl")  # the report's loss curves
