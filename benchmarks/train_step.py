@@ -18,7 +18,7 @@ The `packed_rows` row times the same fp32 AdamW step on SFT-shaped rows (4 × 10
 from 100–600-token samples, `segment_ids` given): glm45's run-by-run attention (`SegmentRuns`)
 against the same model handed the equivalent dense block-diagonal causal mask.
 
-    python benchmarks/train_step.py [--steps 6] [--batch 8] [--seq 256] [--threads 1]
+    python benchmarks/train_step.py [--rounds 5] [--steps 2] [--batch 8] [--seq 256] [--threads 1]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 import time
 
@@ -66,14 +67,23 @@ def _step_hf(model, opt, ids, amp):
     return _update(loss, opt)
 
 
-def timed(step, model, ids, amp, steps):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    step(model, opt, ids, amp)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step(model, opt, ids, amp)
-    dt = time.perf_counter() - t0
-    return ids[:, 1:].numel() * steps / dt
+def timed_interleaved(cases, ids, amp, rounds: int, steps: int, warmup: int = 3) -> list[float]:
+    """Median tokens/s of each (step, model) case, timed in alternating rounds of `steps` steps.
+
+    This machine's speed drifts by 10-30% over tens of seconds; timing the sides one after the
+    other put that drift into the ratio, alternating spreads it over both."""
+    opts = [torch.optim.AdamW(model.parameters(), lr=1e-4) for _, model in cases]
+    for (step, model), opt in zip(cases, opts):
+        for _ in range(warmup):
+            step(model, opt, ids, amp)
+    seconds = [[] for _ in cases]
+    for _ in range(rounds):
+        for (step, model), opt, out in zip(cases, opts, seconds):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step(model, opt, ids, amp)
+            out.append(time.perf_counter() - t0)
+    return [ids[:, 1:].numel() * steps / statistics.median(t) for t in seconds]
 
 
 def packed_rows(cfg: ModelConfig, batch: int = 4, seq: int = 1024, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -91,15 +101,18 @@ def packed_rows(cfg: ModelConfig, batch: int = 4, seq: int = 1024, seed: int = 0
             "segment_ids": seg}
 
 
-def packed_tokens_per_s(model, rows: dict[str, torch.Tensor], dense_mask: bool, steps: int) -> float:
+def packed_tokens_per_s(model, rows: dict[str, torch.Tensor], rounds: int, steps: int) -> tuple[float, float]:
+    """tokens/s of the packed rows attended run by run (`segment_ids`) and through the dense mask."""
     ids, pos, seg = rows["input_ids"], rows["position_ids"], rows["segment_ids"]
-    mask = {"attn_mask": build_attention_mask(pos, None, seg)} if dense_mask else {"segment_ids": seg}
 
-    def step(m, opt, _ids, _amp):
-        return _update(F.cross_entropy(m(ids[:, :-1], position_ids=pos, **mask).logits.flatten(0, 1),
-                                       ids[:, 1:].flatten()), opt)
+    def step_with(mask):
+        def step(m, opt, _ids, _amp):
+            return _update(F.cross_entropy(m(ids[:, :-1], position_ids=pos, **mask).logits.flatten(0, 1),
+                                           ids[:, 1:].flatten()), opt)
+        return step
 
-    return timed(step, model, ids, False, steps)
+    runs, dense = ({"segment_ids": seg}, {"attn_mask": build_attention_mask(pos, None, seg)})
+    return tuple(timed_interleaved([(step_with(runs), model), (step_with(dense), model)], ids, False, rounds, steps))
 
 
 def fp32_matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
@@ -146,7 +159,8 @@ def full_recipe_tokens_per_s(cfg: ModelConfig, ids: torch.Tensor, steps: int) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=2, help="steps per timed round (the other rows: 3x this)")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds for the glm45 / transformers rows")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1,
@@ -168,9 +182,8 @@ def main() -> None:
               "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
               "transformers": transformers.__version__}
     for name, amp in (("fp32", False), ("bf16_autocast", True)):
-        a = timed(_step_glm45, ours, ids, amp, args.steps)
-        b = timed(_step_hf, hf, ids, amp, args.steps)
-        plain = timed(_step_glm45_plain_loss, ours, ids, amp, args.steps)
+        a, b, plain = timed_interleaved([(_step_glm45, ours), (_step_hf, hf), (_step_glm45_plain_loss, ours)], ids,
+                                        amp, args.rounds, args.steps)
         result[name] = {"glm45_tokens_per_s": round(a), "transformers_tokens_per_s": round(b),
                         "ratio": round(a / b, 2), "glm45_plain_loss_tokens_per_s": round(plain),
                         "plain_loss_ratio": round(plain / b, 2)}
@@ -179,7 +192,7 @@ def main() -> None:
 
     peak = fp32_matmul_peak_gflops()
     recipe_cfg = ModelConfig.preset("nano", vocab_size=8192, num_nextn_predict_layers=1, torch_dtype="float32")
-    full = full_recipe_tokens_per_s(recipe_cfg, ids, args.steps)
+    full = full_recipe_tokens_per_s(recipe_cfg, ids, 3 * args.steps)
     mfu = lambda tok_s, c: round(tok_s * train_flops_per_token(c, args.seq) / (peak * 1e9), 4)  # noqa: E731
     result["fp32_matmul_peak_gflops"] = round(peak, 1)
     result["fp32"]["glm45_mfu"] = mfu(result["fp32"]["glm45_tokens_per_s"], cfg)
@@ -192,7 +205,7 @@ def main() -> None:
         "ratio": round(full / hf_fp32, 2),
     }
     rows = packed_rows(cfg)
-    runs, dense = (packed_tokens_per_s(ours, rows, d, max(2, args.steps // 2)) for d in (False, True))
+    runs, dense = packed_tokens_per_s(ours, rows, max(2, args.rounds // 2), args.steps)
     result["packed_rows"] = {"rows": "4 x 1024 tokens of 100-600-token samples, fp32, AdamW",
                              "glm45_segment_runs_tokens_per_s": round(runs),
                              "glm45_dense_mask_tokens_per_s": round(dense), "ratio": round(runs / dense, 2)}
