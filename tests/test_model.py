@@ -256,3 +256,57 @@ def test_expert_dispatch_paths_agree(n_tokens):
     torch.testing.assert_close((gathered * w.unsqueeze(-1)).sum(1), want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close((reduced * w.unsqueeze(-1)).sum(1), want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(loop.detach(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_padded_expert_layout_puts_every_slot_on_its_experts_rows():
+    from glm45.model.moe import _padded_layout, expert_counts
+
+    g = torch.Generator().manual_seed(0)
+    n, k, e, bucket = 37, 3, 6, 8
+    idx = torch.stack([torch.randperm(e, generator=g)[:k] for _ in range(n)])
+    idx[:, 0] = 2  # one expert gets a row count that is not a multiple of the bucket
+    counts = expert_counts(idx, e)
+    src, slot_pos, sizes = _padded_layout(idx, counts, bucket)
+    assert all(s % bucket == 0 and s - bucket < c <= s or s == c == 0 for s, c in zip(sizes, counts.tolist()))
+    assert src.numel() == sum(sizes)
+    starts = torch.tensor([0, *sizes]).cumsum(0)
+    expert_of_row = torch.bucketize(torch.arange(src.numel()), starts[1:], right=True)
+    tokens = torch.arange(n).repeat_interleave(k)
+    assert torch.equal(src[slot_pos], tokens)  # each (token, slot) row reads its token
+    assert torch.equal(expert_of_row[slot_pos], idx.reshape(-1))  # and sits in its expert's group
+    padding = torch.ones(src.numel(), dtype=torch.bool)
+    padding[slot_pos] = False
+    assert (src[padding] == n).all() and int(padding.sum()) == sum(sizes) - n * k
+
+
+def test_bf16_expert_rows_padded_to_a_bucket_give_the_unpadded_outputs_and_gradients(monkeypatch):
+    from glm45.model import moe
+
+    cfg = tiny_config()
+    experts = moe.Experts(cfg)
+    for p in experts.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    g = torch.Generator().manual_seed(1)
+    n, k = 45, cfg.num_experts_per_tok
+    x = torch.randn(n, cfg.hidden_size, generator=g)
+    idx = torch.stack([torch.randperm(cfg.n_routed_experts, generator=g)[:k] for _ in range(n)])
+    w = torch.rand(n, k, generator=g)
+    counts = moe.expert_counts(idx, cfg.n_routed_experts)
+
+    def run(bucket):
+        monkeypatch.setattr(moe, "CPU_HALF_ROW_BUCKET", bucket)
+        xx = x.clone().requires_grad_()
+        experts.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert moe.row_bucket(xx) == bucket
+            y = experts(xx, w, idx, counts)
+        y.float().square().sum().backward()
+        return y.detach().float(), xx.grad, [p.grad.clone() for p in experts.parameters()]
+
+    y16, gx16, gw16 = run(16)
+    y1, gx1, gw1 = run(1)
+    torch.testing.assert_close(y16, y1, rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(gx16, gx1, rtol=1e-2, atol=1e-3)
+    for a, b in zip(gw16, gw1):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
+    assert moe.row_bucket(x) == 1  # fp32 outside autocast: MKL, no padding

@@ -168,28 +168,64 @@ class Experts(nn.Module):
 
     def _sorted_by_expert(self, x_ND: torch.Tensor, idx_NK: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
         """[N, K, D] outputs with rows sorted by expert: one grouped matmul per projection, or
-        dense matmuls on each expert's contiguous slice."""
+        dense matmuls on each expert's contiguous slice (zero-padded to `row_bucket` rows)."""
         N, D = x_ND.shape
         K = idx_NK.shape[1]
-        order_M = idx_NK.reshape(-1).argsort(stable=True)
-        token_M = order_M // K
-        x_MD = x_ND.index_select(0, token_M)
-        if self.use_grouped_mm(x_MD):
+        if self.use_grouped_mm(x_ND):
+            order_M = idx_NK.reshape(-1).argsort(stable=True)
+            x_MD = x_ND.index_select(0, order_M // K)
             offs = counts_E.cumsum(0).to(torch.int32)
             gate, up, down = self.stacked_weights()
             h = F.silu(torch._grouped_mm(x_MD, gate.transpose(1, 2), offs=offs)) * \
                 torch._grouped_mm(x_MD, up.transpose(1, 2), offs=offs)
             y_MD = torch._grouped_mm(h, down.transpose(1, 2), offs=offs)
-        else:
-            per_expert = self._trainable_expert_weights(matmul_dtype(x_MD)) if torch.is_grad_enabled() else None
-            pieces = []
-            for e, x_e in enumerate(torch.split(x_MD, counts_E.tolist())):
-                if x_e.shape[0] == 0:
-                    continue
-                pieces.append(_swiglu(x_e, *(per_expert[e] if per_expert else self.expert_weights(e))))
-            y_MD = torch.cat(pieces) if pieces else x_MD.new_zeros(0, D)
-        # Un-permute into (token, slot) order.
-        return torch.empty_like(y_MD).index_copy_(0, order_M, y_MD).view(N, K, D)
+            # Un-permute into (token, slot) order.
+            return torch.empty_like(y_MD).index_copy_(0, order_M, y_MD).view(N, K, D)
+        bucket = row_bucket(x_ND)
+        src_P, slot_pos_M, sizes = _padded_layout(idx_NK, counts_E, bucket)
+        # Padding rows read an appended zero row; their outputs are never read back.
+        x_PD = torch.cat([x_ND, x_ND.new_zeros(1, D)]).index_select(0, src_P) if bucket > 1 else x_ND.index_select(0, src_P)
+        per_expert = self._trainable_expert_weights(matmul_dtype(x_PD)) if torch.is_grad_enabled() else None
+        pieces = []
+        for e, x_e in enumerate(torch.split(x_PD, sizes)):
+            if x_e.shape[0] == 0:
+                continue
+            pieces.append(_swiglu(x_e, *(per_expert[e] if per_expert else self.expert_weights(e))))
+        y_PD = torch.cat(pieces) if pieces else x_PD.new_zeros(0, D)
+        return y_PD.index_select(0, slot_pos_M).view(N, K, D)
+
+
+# Rows per expert are rounded up to a multiple of this for bf16/fp16 matmuls on CPU. oneDNN
+# builds a kernel for every new matmul shape (~0.5 ms for [M, 256] x [256, 128] here, more than
+# the product itself); the data-dependent row counts made most expert matmuls new shapes, and
+# its cache (1024 kernels) never warmed. fp32 on CPU runs through MKL, which has no such cost.
+CPU_HALF_ROW_BUCKET = 32
+
+
+def row_bucket(x: torch.Tensor) -> int:
+    """The multiple each expert's rows are padded to for matmuls on x (1: no padding)."""
+    return CPU_HALF_ROW_BUCKET if x.device.type == "cpu" and matmul_dtype(x) != torch.float32 else 1
+
+
+def _padded_layout(idx_NK: torch.Tensor, counts_E: torch.Tensor, bucket: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Rows grouped by expert, each expert's group padded to a multiple of `bucket`.
+
+    Returns src_P (the token each of the P rows reads; N for a padding row), slot_pos_M (the
+    row that holds each (token, slot) pair, in idx_NK's flattened order) and the per-expert
+    group sizes."""
+    N, K = idx_NK.shape
+    idx_M = idx_NK.reshape(-1)
+    order_M = idx_M.argsort(stable=True)
+    expert_M = idx_M[order_M]
+    padded_E = (counts_E + bucket - 1) // bucket * bucket
+    sizes = padded_E.tolist()
+    start_E = counts_E.cumsum(0) - counts_E
+    padded_start_E = padded_E.cumsum(0) - padded_E
+    # the r-th row in expert order sits at its expert's padded start plus its rank within the expert
+    pos_M = padded_start_E[expert_M] + torch.arange(idx_M.numel(), device=idx_M.device) - start_E[expert_M]
+    slot_pos_M = torch.empty_like(pos_M).index_copy_(0, order_M, pos_M)
+    src_P = torch.full((sum(sizes),), N, dtype=torch.long, device=idx_M.device).index_copy_(0, pos_M, order_M // K)
+    return src_P, slot_pos_M, sizes
 
 
 def expert_counts(topk_idx_NK: torch.Tensor, n_experts: int) -> torch.Tensor:
