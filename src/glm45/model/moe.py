@@ -181,10 +181,9 @@ class Experts(nn.Module):
             y_MD = torch._grouped_mm(h, down.transpose(1, 2), offs=offs)
             # Un-permute into (token, slot) order.
             return torch.empty_like(y_MD).index_copy_(0, order_M, y_MD).view(N, K, D)
-        bucket = row_bucket(x_ND)
-        src_P, slot_pos_M, sizes = _padded_layout(idx_NK, counts_E, bucket)
+        src_P, slot_pos_M, sizes = _padded_layout(idx_NK, counts_E, row_bucket(x_ND))
         # Padding rows read an appended zero row; their outputs are never read back.
-        x_PD = torch.cat([x_ND, x_ND.new_zeros(1, D)]).index_select(0, src_P) if bucket > 1 else x_ND.index_select(0, src_P)
+        x_PD = torch.cat([x_ND, x_ND.new_zeros(1, D)]).index_select(0, src_P)
         per_expert = self._trainable_expert_weights(matmul_dtype(x_PD)) if torch.is_grad_enabled() else None
         pieces = []
         for e, x_e in enumerate(torch.split(x_PD, sizes)):
@@ -207,7 +206,8 @@ def row_bucket(x: torch.Tensor) -> int:
     return CPU_HALF_ROW_BUCKET if x.device.type == "cpu" and matmul_dtype(x) != torch.float32 else 1
 
 
-def _padded_layout(idx_NK: torch.Tensor, counts_E: torch.Tensor, bucket: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def _padded_layout(idx_NK: torch.Tensor, counts_E: torch.Tensor,
+                   bucket: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Rows grouped by expert, each expert's group padded to a multiple of `bucket`.
 
     Returns src_P (the token each of the P rows reads; N for a padding row), slot_pos_M (the
