@@ -1,9 +1,10 @@
 """Facts about the machine that decide how to run: device and the fastest training/inference dtype.
 
 On CPUs, bf16 is measured, not assumed: without AVX512-BF16/AMX a bf16 matmul is 10-150x slower
-than fp32 (AVX2-only EPYC), and even with AVX512-BF16 a bf16 matmul that is ~3x faster does not
-make a small model's training step faster (measured ~10x slower for the nano model: casts,
-elementwise ops and backward kernels dominate). The probe therefore times a training-like step.
+than fp32 (AVX2-only EPYC). With AVX512-BF16 a bf16 matmul is ~2.2x fp32, but a whole training
+step gains less (casts, elementwise ops, backward kernels): the nano model's step once measured
+~10x slower in bf16, and 1.4x faster once its expert matmuls stopped building a new oneDNN
+kernel per step (glm45.model.moe). The probe therefore times a training-like step.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ def default_device() -> torch.device:
 @functools.lru_cache(maxsize=None)
 def bf16_is_fast(device_type: str = "cpu") -> bool:
     """True when a bf16-autocast training step beats fp32 by at least 1.5x here (always True on
-    CUDA). The probe is a small SwiGLU block's forward + backward, not a bare matmul: on an
-    AVX512-BF16 EPYC a bf16 matmul is ~3x faster than fp32 while a whole bf16 training step of
-    the nano model is ~10x slower (casts, elementwise ops and backward kernels)."""
+    CUDA). The probe is a small SwiGLU block's forward + backward, not a bare matmul, so the
+    casts and elementwise ops count (see the module docstring)."""
     if device_type == "cuda":
         return True
     gen = torch.Generator().manual_seed(0)
