@@ -3,8 +3,9 @@
 On CPUs, bf16 is measured, not assumed: without AVX512-BF16/AMX a bf16 matmul is 10-150x slower
 than fp32 (AVX2-only EPYC). With AVX512-BF16 a bf16 matmul is ~2.2x fp32, but a whole training
 step gains less (casts, elementwise ops, backward kernels): the nano model's step once measured
-~10x slower in bf16, and 1.4x faster once its expert matmuls stopped building a new oneDNN
-kernel per step (glm45.model.moe). The probe therefore times a training-like step.
+~10x slower in bf16 than in fp32, and ~1.5x faster since the model's bf16 paths were tuned
+(fused head, materialised short attention, expert rows padded so oneDNN reuses its kernels).
+The probe therefore times a training-like step.
 """
 
 from __future__ import annotations
