@@ -1,10 +1,10 @@
 """How much of everything the speedrun does: the full run (≤ 30 minutes on 2 CPU cores) and
 `--quick` (~3 minutes, the CI end-to-end test).
 
-Measured on the 2-core CPU (nano preset, 1 torch thread, two runs side by side, 2026-12-07):
-under bf16 autocast (the speedrun's "auto" dtype on an AVX512-BF16 CPU) pre-training runs at
-~1,700 tokens/s and packed SFT at ~1,450; in fp32 at ~1,270 and ~1,220. The budgets below are
-in tokens and were set at the fp32 rates, so a bf16 run finishes early (24 instead of 28 min).
+Measured on the 2-core CPU (nano preset, 1 torch thread, 2026-12-07): under bf16 autocast (the
+speedrun's "auto" dtype on an AVX512-BF16 CPU) pre-training runs at ~2,400 tokens/s and packed
+SFT at ~1,500; in fp32 at ~1,270 and ~1,220 (beside another run). The budgets below are in
+tokens and were set at the fp32 rates, so a bf16 run finishes early (22 instead of 28 min).
 
 SFT gets the largest share: tool calling appears late. From the same mid-trained model (2,400
 samples, half tool-use trajectories), 80 SFT steps gave 12.5% schema-valid tool calls on held-out
