@@ -38,8 +38,9 @@ def _compute_dtype(h: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return torch.promote_types(h.dtype, weight.dtype)
 
 
-def _loss_and_grad_in_place(logits_MV: torch.Tensor, targets_M: torch.Tensor) -> torch.Tensor:
-    """Summed CE of a chunk's logits; overwrites them with d loss / d logits = softmax - onehot.
+def _loss_and_grad_in_place(logits_MV: torch.Tensor, targets_M: torch.Tensor, want_grad: bool) -> torch.Tensor:
+    """Summed CE of a chunk's logits; with `want_grad`, overwrites them with d loss / d logits =
+    softmax - onehot (without, the logits are left scrambled).
 
     The fp32 softmax runs a few rows at a time (SUB_ELEMENTS), so its passes over exp, sums and
     scaling stay in cache instead of streaming the whole chunk through memory each time.
@@ -58,6 +59,8 @@ def _loss_and_grad_in_place(logits_MV: torch.Tensor, targets_M: torch.Tensor) ->
         exp = logits.sub_(top).exp_()
         denom = exp.sum(dim=-1, keepdim=True)
         total += torch.where(keep, (top + denom.log()).squeeze(1) - picked, 0.0).sum()
+        if not want_grad:
+            continue
         grad = exp.div_(denom)
         grad.scatter_add_(1, t, torch.full_like(denom, -1.0))
         grad.mul_(keep[:, None])  # ignored rows get no gradient
@@ -81,7 +84,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 stop = min(start + chunk_rows, h_ND.shape[0])
                 h = h_ND[start:stop].to(compute_dtype)
                 logits = torch.mm(h, w.T, out=logits_buf[: stop - start])
-                total += _loss_and_grad_in_place(logits, targets_N[start:stop])
+                total += _loss_and_grad_in_place(logits, targets_N[start:stop], need_h or need_w)
                 if not (need_h or need_w):
                     continue
                 grad = logits  # now d loss / d logits

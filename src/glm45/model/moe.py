@@ -203,7 +203,8 @@ CPU_HALF_ROW_BUCKET = 32
 
 def row_bucket(x: torch.Tensor) -> int:
     """The multiple each expert's rows are padded to for matmuls on x (1: no padding)."""
-    return CPU_HALF_ROW_BUCKET if x.device.type == "cpu" and matmul_dtype(x) != torch.float32 else 1
+    half = matmul_dtype(x) in (torch.bfloat16, torch.float16)
+    return CPU_HALF_ROW_BUCKET if x.device.type == "cpu" and half else 1
 
 
 def _padded_layout(idx_NK: torch.Tensor, counts_E: torch.Tensor,

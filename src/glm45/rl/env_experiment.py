@@ -338,10 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     shown = evals[:budget.n_shown]
     ends = {name: Counter(r["end"] for r in trajectories(model, shown, budget, out / f"trajectories_{name}.jsonl"))
             for name, model in (("sft", sft["model_dir"]), ("rl", summary["model_dir"]))}
-    heldout = ("greedy" if budget.eval_temperature == 0
-               else f"Avg@{budget.eval_samples}, T = {budget.eval_temperature:g}")
-    paths = figures(out, {args.env: out / "rl"}, f"GRPO in the {args.env} environment from an SFT cold start", heldout,
-                    budget.temperature)
+    heldout_label = ("greedy" if budget.eval_temperature == 0
+                     else f"Avg@{budget.eval_samples}, T = {budget.eval_temperature:g}")
+    paths = figures(out, {args.env: out / "rl"}, f"GRPO in the {args.env} environment from an SFT cold start",
+                    heldout_label, budget.temperature)
     heldout = {e["step"]: round(e["eval_reward"], 4) for e in summary["evals"]}
     report = {"env": args.env, "budget": asdict(budget), "seed": args.seed,
               "sft": {"samples": sft["data"]["samples"], "steps": sft["steps"], "first_loss": sft["first_loss"],
