@@ -27,7 +27,7 @@ def test_help_lists_the_options():
                          timeout=60)
     assert out.returncode == 0
     for flag in ("--model", "--host", "--port", "--api-key", "--served-model-name", "--max-batch-size",
-                 "--speculative", "--compile", "--default-thinking"):
+                 "--speculative", "--compile", "--default-thinking", "--threads"):
         assert flag in out.stdout
     assert "127.0.0.1" in out.stdout
 
@@ -38,12 +38,18 @@ def test_missing_model_dir_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "is not a directory" in out
 
 
+def test_zero_threads_is_a_clear_error(tmp_path):
+    proc = glm45("serve", "--model", str(tmp_path), "--port", str(free_port()), "--threads", "0")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "--threads must be at least 1" in out
+
+
 @pytest.mark.slow  # three interpreter starts and a model load: ~10 s on a loaded 2-core machine
 def test_serve_subprocess():
     ckpt = tiny_checkpoint()
     port = free_port()
     proc = glm45("serve", "--model", ckpt, "--port", str(port), "--api-key", "k1", "--served-model-name", "tiny",
-                 "--default-thinking", "off", "--max-batch-size", "4", "--speculative", "--log-level", "warning")
+                 "--default-thinking", "off", "--max-batch-size", "4", "--speculative", "--threads", "1", "--log-level", "warning")
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -71,7 +77,7 @@ def test_serve_subprocess():
         out, _ = proc.communicate(timeout=30)
     # uvicorn shuts down gracefully, then re-raises Ctrl-C: the CLI's exit code for an interrupt
     assert proc.returncode == 130 and "Traceback" not in out, out
-    assert "serving 'tiny'" in out and "127.0.0.1" in out
+    assert "serving 'tiny'" in out and "127.0.0.1" in out and "threads 1," in out
 
 
 def test_foreground_server_remembers_ctrl_c_but_not_sigterm():

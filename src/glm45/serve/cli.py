@@ -28,12 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="weights dtype (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default on CPU: one per core but one, left to the HTTP event loop; "
+                        "OMP_NUM_THREADS, when set, is kept)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from glm45.runtime import serving_threads
     from glm45.serve.app import create_app
     from glm45.serve.backend import BackendError, EngineBackend, load_generation_defaults
     from glm45.serve.server import ForegroundServer, uvicorn_config
@@ -43,7 +47,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         print(f"error: --port must lie in 1..65535, got {args.port}", file=sys.stderr)
         return 2
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    threads = args.threads or serving_threads(torch.device(device).type)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         backend = EngineBackend.load(args.model, max_batch_size=args.max_batch_size, speculative=args.speculative,
                                      max_model_len=args.max_model_len, dtype=args.dtype, device=device,
@@ -58,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(backend, config)
     print(f"serving {name!r} from {args.model} on http://{args.host}:{args.port}/v1 "
           f"(batch {args.max_batch_size}, context {backend.max_model_len}, speculative {args.speculative}, "
-          f"compiled {args.compile}, "
+          f"compiled {args.compile}, threads {torch.get_num_threads()}, "
           f"thinking {args.default_thinking}, api key {'on' if config.api_key else 'off'})", flush=True)
     server = ForegroundServer(uvicorn_config(app, args.host, args.port, args.log_level))
     server.run()
