@@ -19,6 +19,11 @@ from glm45.infer.outputs import GenerationResult, RequestOutput
 from glm45.infer.params import SamplingParams
 
 
+def _put_all(batch: list[tuple[asyncio.Queue, Any]]) -> None:
+    for queue, item in batch:
+        queue.put_nowait(item)
+
+
 class EngineClosedError(RuntimeError):
     """The AsyncEngine was shut down."""
 
@@ -59,20 +64,27 @@ class AsyncEngine:
                 except BaseException as e:  # noqa: BLE001 - every waiting stream gets the error
                     self._fail_all(e)
                     continue
-                for out in outputs:
-                    self._deliver(out.request_id, out)
+                self._deliver([(out.request_id, out) for out in outputs])
         self._fail_all(EngineClosedError("the engine was shut down"))
 
-    def _deliver(self, request_id: str, item) -> None:
-        stream = self._streams.get(request_id)
-        if stream is not None:
-            loop, queue = stream
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+    def _deliver(self, items: list[tuple[str, Any]]) -> None:
+        """Hand each (request id, output or error) to its stream: one wake-up per event loop, not
+        one per request. Each wake-up writes to the loop's self-pipe; one per request per step
+        cost the engine thread 8% of a batch-16 serving run."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Any]]] = {}
+        for request_id, item in items:
+            stream = self._streams.get(request_id)
+            if stream is not None:
+                loop, queue = stream
+                by_loop.setdefault(loop, []).append((queue, item))
+        for loop, batch in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, batch)
 
     def _fail_all(self, error: BaseException) -> None:
-        for rid in list(self._streams):
+        rids = list(self._streams)
+        for rid in rids:
             self.engine.abort(rid)
-            self._deliver(rid, error)
+        self._deliver([(rid, error) for rid in rids])
         self.engine.step()  # drop the abort outputs; those streams already got the error
 
     def _submit(self, fn: Callable[[], Any], reply=lambda result, error: None) -> None:
