@@ -63,6 +63,20 @@ def test_under_bf16_autocast_it_matches_the_autocast_linear_to_bf16_rounding(sub
         assert (a - b).norm() / b.norm() < 2e-2
 
 
+def test_a_target_far_below_the_top_logit_keeps_its_finite_loss():
+    # its probability underflows fp32 (exp(-300)): the loss must still be ~300, not inf
+    h = torch.zeros(3, 2, requires_grad=True)
+    w = torch.tensor([[150.0, 0.0], [-150.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    with torch.no_grad():
+        h[:, 0] = 1.0
+    t = torch.tensor([1, 0, 2])
+    ours = _grads(linear_cross_entropy, h, w, t)
+    ref = _grads(_plain, h, w, t)
+    assert 300 < ours[0] < 600 and torch.isfinite(ours[1]).all() and torch.isfinite(ours[2]).all()
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-4)
+
+
 def test_ignored_rows_get_no_gradient_and_a_frozen_side_gets_none():
     h, w, t = _inputs()
     t[:] = IGNORE_INDEX

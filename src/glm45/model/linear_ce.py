@@ -42,8 +42,11 @@ def _loss_and_grad_in_place(logits_MV: torch.Tensor, targets_M: torch.Tensor, wa
     """Summed CE of a chunk's logits; with `want_grad`, overwrites them with d loss / d logits =
     softmax - onehot (without, the logits are left scrambled).
 
-    The fp32 softmax runs a few rows at a time (SUB_ELEMENTS), so its passes over exp, sums and
-    scaling stay in cache instead of streaming the whole chunk through memory each time.
+    The fp32 softmax runs a few rows at a time (SUB_ELEMENTS), so its passes stay in cache
+    instead of streaming the whole chunk through memory each time. It is torch's own softmax
+    kernel, in place: its exp is ~1.5x faster than `exp_` here (77 vs 108 us for 16 x 8192).
+    The log-sum-exp comes from the softmax too: the largest logit's probability is
+    exp(top - lse) >= 1/V, so lse = top - log(p_top) loses nothing to underflow.
     """
     valid = targets_M != IGNORE_INDEX
     safe_t = torch.where(valid, targets_M, 0)
@@ -54,15 +57,13 @@ def _loss_and_grad_in_place(logits_MV: torch.Tensor, targets_M: torch.Tensor, wa
         logits = part.float()  # the chunk itself when it is fp32
         t, keep = safe_t[start:start + rows, None], valid[start:start + rows]
         picked = logits.gather(1, t).squeeze(1)
-        # one exp pass serves both the log-sum-exp and the softmax, in place
-        top = logits.amax(dim=-1, keepdim=True)
-        exp = logits.sub_(top).exp_()
-        denom = exp.sum(dim=-1, keepdim=True)
-        total += torch.where(keep, (top + denom.log()).squeeze(1) - picked, 0.0).sum()
+        top = logits.amax(dim=-1)
+        probs = torch.softmax(logits, dim=-1, out=logits)
+        lse = top - probs.amax(dim=-1).log()
+        total += torch.where(keep, lse - picked, 0.0).sum()
         if not want_grad:
             continue
-        grad = exp.div_(denom)
-        grad.scatter_add_(1, t, torch.full_like(denom, -1.0))
+        grad = probs.scatter_add_(1, t, torch.full_like(picked[:, None], -1.0))
         grad.mul_(keep[:, None])  # ignored rows get no gradient
         if grad.data_ptr() != part.data_ptr():
             part.copy_(grad)
