@@ -91,6 +91,13 @@ def test_ignored_rows_get_no_gradient_and_a_frozen_side_gets_none():
         torch.testing.assert_close(linear_cross_entropy(h, w, t), _plain(h, w, t))
 
 
+def test_no_rows_give_a_zero_loss_and_zero_gradients():
+    h, w, _ = _inputs(N=0)
+    loss = linear_cross_entropy(h, w, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and w.grad.shape == w.shape and not w.grad.any()
+
+
 def test_bad_shapes_are_named():
     h, w, t = _inputs()
     with pytest.raises(ValueError, match="weight"):

@@ -76,7 +76,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         w = weight_VD.to(compute_dtype)
         grad_h = torch.empty_like(h_ND) if need_h else None
-        grad_w = torch.zeros_like(weight_VD) if need_w else None
+        grad_w = None  # the first chunk's product starts it (no zero-filled [V, D] to add to)
         total = torch.zeros((), dtype=torch.float32, device=h_ND.device)
         # One chunk buffer for all chunks: fresh multi-MiB tensors per chunk cost page faults.
         logits_buf = h_ND.new_empty((min(chunk_rows, h_ND.shape[0]), weight_VD.shape[0]), dtype=compute_dtype)
@@ -92,10 +92,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if need_h:
                     grad_h[start:stop] = grad @ w
                 if need_w:
-                    if grad.dtype == grad_w.dtype:
+                    if grad_w is None:
+                        grad_w = (grad.T @ h).to(weight_VD.dtype)
+                    elif grad.dtype == grad_w.dtype:
                         grad_w.addmm_(grad.T, h)
                     else:  # no mixed-precision addmm on CPU: a bf16 product, accumulated in fp32
                         grad_w += (grad.T @ h).to(grad_w.dtype)
+        if need_w and grad_w is None:  # no rows
+            grad_w = torch.zeros_like(weight_VD)
         ctx.save_for_backward(*(g for g in (grad_h, grad_w) if g is not None))
         return total
 
