@@ -80,12 +80,17 @@ def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
     return compute_dtype(device) if name == "auto" else COMPUTE_DTYPES[name]
 
 
-def serving_threads(device_type: str, env: Mapping[str, str] = os.environ) -> int | None:
-    """torch's intra-op thread count for a server on `device_type`, or None to leave it alone
-    (CUDA, or OMP_NUM_THREADS set by the user). On CPU: torch's default (one per core) minus one,
-    because the HTTP event loop and the clients' tokenisation need a core of their own. OpenMP
-    threads spin while they wait, so a server whose threads fill every core slows down ~2x under
-    load (serve_load on 2 cores: 16 concurrent streams 1400 tok/s with 2 threads, 2600-3500 with 1)."""
+def shared_cpu_threads(device_type: str, torch_workers: int = 1, other_busy: int = 0,
+                       env: Mapping[str, str] = os.environ) -> int | None:
+    """torch's intra-op thread count for `torch_workers` Python threads that run torch ops at once,
+    beside `other_busy` threads or processes that each keep a core busy (an HTTP event loop, Ray
+    rollout actors); None leaves it alone (CUDA, or OMP_NUM_THREADS set by the user).
+
+    Every thread that runs torch ops on CPU gets its own OpenMP team of that many threads, and
+    OpenMP threads spin while they wait, so teams that together outnumber the cores slow
+    everything down. On 2 cores with torch's default of one thread per core: 16 streams behind
+    `glm45 serve` 1400 tok/s, 2600-3500 with one thread; async RL 0.81-0.87x sync, 1.54-1.58x
+    with one thread per side."""
     if device_type != "cpu" or "OMP_NUM_THREADS" in env:
         return None
-    return max(1, torch.get_num_threads() - 1)
+    return max(1, (torch.get_num_threads() - other_busy) // max(1, torch_workers))

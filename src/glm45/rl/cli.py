@@ -34,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", choices=("sync", "async"), default="sync")
     g.add_argument("--steps", type=int, default=50)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a shared CPU)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default on CPU: the cores shared out between the trainer and, in "
+                        "async mode, the rollout threads, less one per local Ray actor; OMP_NUM_THREADS is kept)")
     g.add_argument("--no-resume", action="store_true", help="start over even if --out has checkpoints")
     g.add_argument("--checkpoint-every", type=int, default=0)
     g.add_argument("--eval-every", type=int, default=10)
@@ -210,11 +212,26 @@ def _clients(args, cfg, model_dir: str, tokenizer, out: Path) -> tuple[list | No
     return None, None
 
 
+def _default_threads(args: argparse.Namespace) -> int | None:
+    """The trainer's torch threads when --threads is not given: async local rollout threads run
+    torch ops beside it, and local Ray actors take a core each."""
+    from glm45.runtime import default_device, shared_cpu_threads
+
+    local_engines = args.backend == "local" and not args.rollout_url and args.mode == "async"
+    ray_actors = args.rollout_workers if args.backend == "ray" and not args.rollout_url else 0
+    return shared_cpu_threads(default_device().type, torch_workers=1 + (args.rollout_workers if local_engines else 0),
+                              other_busy=ray_actors)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
+    threads = args.threads or _default_threads(args)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         if args.agent_port is not None and args.mode != "async":
             raise RLError("--agent-port needs --mode async (agents post trajectories while the trainer trains)")

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from glm45.runtime import serving_threads
+    from glm45.runtime import shared_cpu_threads
     from glm45.serve.app import create_app
     from glm45.serve.backend import BackendError, EngineBackend, load_generation_defaults
     from glm45.serve.server import ForegroundServer, uvicorn_config
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    threads = args.threads or serving_threads(torch.device(device).type)
+    threads = args.threads or shared_cpu_threads(torch.device(device).type, other_busy=1)  # the event loop
     if threads is not None:
         torch.set_num_threads(threads)
     try:
