@@ -33,3 +33,16 @@ def test_init_writes_a_loadable_checkpoint_with_tokenizer(tmp_path):
     ids = torch.tensor([tok.encode("def f(x): return x")])
     assert model(ids).logits.shape == (1, ids.shape[1], model.config.vocab_size)
     assert model.config.eos_token_id == tok.stop_token_ids
+
+
+def test_counts_below_one_or_not_integers_are_named():
+    import argparse
+
+    import pytest
+
+    from glm45.cli import positive_int
+
+    assert positive_int("3") == 3
+    for bad, message in (("0", "at least 1, got 0"), ("-2", "at least 1, got -2"), ("two", "not an integer")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            positive_int(bad)

@@ -31,8 +31,9 @@ def test_bad_arguments(tmp_path, capsys):
     assert "kl_coef" in capsys.readouterr().err
     assert main(["rl", "--model", tiny_dir(), "--out", str(tmp_path), "--eval-samples", "4"]) == 2
     assert "eval_temperature > 0" in capsys.readouterr().err
-    assert main(["rl", "--model", tiny_dir(), "--out", str(tmp_path), "--threads", "0"]) == 2
-    assert "--threads must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["rl", "--model", tiny_dir(), "--out", str(tmp_path), "--threads", "0"])
+    assert e.value.code == 2 and "--threads: must be at least 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def test_missing_model_dir_is_a_clear_error(tmp_path):
 def test_zero_threads_is_a_clear_error(tmp_path):
     proc = glm45("serve", "--model", str(tmp_path), "--port", str(free_port()), "--threads", "0")
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "--threads must be at least 1" in out
+    assert proc.returncode == 2 and "--threads: must be at least 1, got 0" in out
 
 
 @pytest.mark.slow  # three interpreter starts and a model load: ~10 s on a loaded 2-core machine

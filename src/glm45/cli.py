@@ -31,6 +31,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1 (threads, workers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _available() -> dict[str, tuple[str, str]]:
     out = {}
     for name, (module, help_text) in COMMANDS.items():

@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from glm45.cli import positive_int
 from glm45.infer.params import SamplingParams
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -22,7 +23,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                    "decoding on CPU after a compile of seconds to a minute on the first steps)")
     p.add_argument("--max-batch-size", type=int, default=8)
     p.add_argument("--max-seq-len", type=int, default=None, help="prompt + generated tokens per request")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser, max_tokens: int = 256, temperature: float = 1.0) -> None:

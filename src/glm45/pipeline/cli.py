@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from glm45.cli import positive_int
 from glm45.config import PRESETS
 from glm45.pipeline.speedrun import SpeedrunConfig, run_speedrun
 from glm45.runtime import COMPUTE_DTYPES
@@ -14,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="nano", choices=sorted(PRESETS), help="model size (nano on a CPU)")
     p.add_argument("--quick", action="store_true", help="the same stages on a cut-down budget (~3 minutes)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: on a CPU shared with other jobs more threads stall)")
     p.add_argument("--dtype", default="auto", choices=["auto", *COMPUTE_DTYPES],
                    help="training compute dtype (auto: bf16 autocast where it is fast here, else fp32)")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from glm45.cli import positive_int
 from glm45.rl.errors import RLError
 
 
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", choices=("sync", "async"), default="sync")
     g.add_argument("--steps", type=int, default=50)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=None,
+    g.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default on CPU: the cores shared out between the trainer and, in "
                         "async mode, the rollout threads, less one per local Ray actor; OMP_NUM_THREADS is kept)")
     g.add_argument("--no-resume", action="store_true", help="start over even if --out has checkpoints")
@@ -226,9 +227,6 @@ def _default_threads(args: argparse.Namespace) -> int | None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    if args.threads is not None and args.threads < 1:
-        print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
-        return 2
     threads = args.threads or _default_threads(args)
     if threads is not None:
         torch.set_num_threads(threads)

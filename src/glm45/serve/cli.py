@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from glm45.cli import positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint directory (config.json, weights, tokenizer.json)")
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="weights dtype (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default on CPU: one per core but one, left to the HTTP event loop; "
                         "OMP_NUM_THREADS, when set, is kept)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -46,9 +48,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 0 < args.port < 65536:
         print(f"error: --port must lie in 1..65535, got {args.port}", file=sys.stderr)
-        return 2
-    if args.threads is not None and args.threads < 1:
-        print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = args.threads or shared_cpu_threads(torch.device(device).type, other_busy=1)  # the event loop
