@@ -1,9 +1,12 @@
+import argparse
 import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
+from glm45.cli import positive_int
 from glm45.model import GLM45ForCausalLM
 from glm45.tokenizer import GLMTokenizer
 
@@ -36,12 +39,6 @@ def test_init_writes_a_loadable_checkpoint_with_tokenizer(tmp_path):
 
 
 def test_counts_below_one_or_not_integers_are_named():
-    import argparse
-
-    import pytest
-
-    from glm45.cli import positive_int
-
     assert positive_int("3") == 3
     for bad, message in (("0", "at least 1, got 0"), ("-2", "at least 1, got -2"), ("two", "not an integer")):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
