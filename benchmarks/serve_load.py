@@ -9,7 +9,7 @@ median throughput ratio is what continuous batching buys (target >= 4x; one conc
 a third of a second here, so a single round swings by a third). The server runs with its
 default threads (all cores but one on CPU) unless --threads is given. Prints one JSON object.
 
-    .venv/bin/python benchmarks/serve_load.py [--model DIR] [--clients 1 4 16 64] [--max-tokens 64]
+    .venv/bin/python benchmarks/serve_load.py [--model DIR] [--clients 1 4 16 64] [--max-tokens 64] [--compile]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ async def run_level(base: str, clients: int, per_client: int, max_tokens: int) -
 
 
 def start_server(model_dir: str, port: int, max_batch: int, device: str | None, speculative: bool,
-                 threads: int | None) -> tuple[subprocess.Popen, str]:
+                 threads: int | None, compile: bool) -> tuple[subprocess.Popen, str]:
     """The server process and its start-up line (which names its thread count)."""
     cmd = [sys.executable, "-m", "glm45", "serve", "--model", model_dir, "--port", str(port),
            "--served-model-name", MODEL, "--max-batch-size", str(max_batch), "--log-level", "warning"]
@@ -109,8 +109,10 @@ def start_server(model_dir: str, port: int, max_batch: int, device: str | None, 
         cmd.append("--speculative")
     if threads:
         cmd += ["--threads", str(threads)]
+    if compile:
+        cmd.append("--compile")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900  # --compile compiles before serving
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stdout.read()}")
@@ -124,7 +126,7 @@ def start_server(model_dir: str, port: int, max_batch: int, device: str | None, 
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError("server did not start in 300 s")
+            raise RuntimeError("server did not start in 900 s")
         time.sleep(0.2)
 
 
@@ -140,6 +142,7 @@ def main() -> int:
     p.add_argument("--speculative", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: the server's own)")
     p.add_argument("--repeats", type=int, default=3, help="rounds of sequential vs concurrent")
+    p.add_argument("--compile", action="store_true", help="serve with the compiled decode step")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="glm45-serve-bench-") as tmp:
@@ -150,7 +153,8 @@ def main() -> int:
             model_dir = os.path.join(tmp, args.preset)
             init_checkpoint(args.preset, model_dir)
         port = free_port()
-        proc, banner = start_server(model_dir, port, args.max_batch_size, args.device, args.speculative, args.threads)
+        proc, banner = start_server(model_dir, port, args.max_batch_size, args.device, args.speculative, args.threads,
+                                    args.compile)
         base = f"http://127.0.0.1:{port}"
         try:
             asyncio.run(run_level(base, 2, 1, args.max_tokens))  # warm-up

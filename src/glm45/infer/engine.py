@@ -30,6 +30,7 @@ from glm45.infer.sampling import (RandomStreams, SamplingBatch, apply_penalties,
                                   token_logprobs)
 from glm45.infer.scheduler import Scheduler
 from glm45.infer.speculative import draft_distribution, verify_greedy, verify_sampled
+from glm45.model.moe import compiled_gather_max_tokens
 
 
 class InferenceError(ValueError):
@@ -527,16 +528,27 @@ class Engine:
             assign_weights(self.model, state, strict=strict)
 
     def warm_up(self) -> None:
-        """Run the decode shapes a server meets (one row; rows at different positions; rows at
-        the same position) on throwaway requests, so a compiled engine compiles them now; the
-        totals are reset afterwards."""
+        """Run the decode shapes a server meets on throwaway requests, so a compiled engine
+        compiles them now: one row, then rows at different positions and at the same position,
+        for a batch small enough to gather its experts' weights and one past it (where the
+        experts run sorted, `compiled_gather_max_tokens`). Several rows means three: two would
+        equal the two key/value heads of the small presets, and the compiler would tie the batch
+        size to them and compile again for every other size. The totals are reset afterwards."""
         if self.has_unfinished():
             raise InferenceError("warm_up needs an idle engine")
         params = SamplingParams(max_tokens=3, ignore_eos=True, temperature=0.0)
-        rows = min(2, self.max_batch_size)
-        ragged = [[self.pad_id] * min(1 + i, self.max_seq_len - 1) for i in range(rows)]
-        for prompts in ([[self.pad_id]], ragged, [[self.pad_id]] * rows):
-            self.generate(prompts, params)
+        batches = {1, 3}
+        cfg = self.config
+        if any(cfg.is_moe_layer(i) for i in range(cfg.num_hidden_layers)):
+            tokens_per_row = 2 if self.speculative else 1  # a speculative step verifies two tokens a row
+            batches.add(compiled_gather_max_tokens(cfg.n_routed_experts, cfg.num_experts_per_tok) // tokens_per_row + 1)
+        # largest first: a compiled frame tries its newest graph first, and the large batch's
+        # (broken at the experts) would otherwise also take the small batches it admits
+        for rows in sorted({min(b, self.max_batch_size) for b in batches}, reverse=True):
+            ragged = [[self.pad_id] * min(1 + i, self.max_seq_len - 1) for i in range(rows)]
+            self.generate(ragged, params)
+            if rows > 1:
+                self.generate([[self.pad_id]] * rows, params)
         self.totals = _zero_totals()
 
     def stats(self) -> dict[str, Any]:

@@ -63,7 +63,11 @@ class CacheBatch:
         else:
             start_B = torch.tensor(starts, device=dev)
             self.position_ids = start_B[:, None] + ar_T  # [B, T]
-            self._rows_B1 = torch.arange(B, device=dev)[:, None]
+            # (row, head, position) indices into the whole buffer: an in-place index_put_ on it,
+            # which a compiled step keeps in place (on a row slice it copied every row's capacity)
+            self._rows_B11 = torch.arange(row0, row0 + B, device=dev)[:, None, None]
+            self._heads_1K1 = torch.arange(cache.k[0].shape[1], device=dev)[None, :, None]
+            self._positions_B1T = self.position_ids[:, None, :]
         # With equal starts, a single new token sees every key up to it, and a fresh prefill is
         # plain causal: both are SDPA's mask-free paths. Otherwise key j is visible to query t
         # of a row iff j <= that query's position.
@@ -80,6 +84,7 @@ class CacheBatch:
             kb[:, :, s:s + self.T] = k_BKTE
             vb[:, :, s:s + self.T] = v_BKTE
         else:
-            kb[self._rows_B1, :, self.position_ids] = k_BKTE.transpose(1, 2)
-            vb[self._rows_B1, :, self.position_ids] = v_BKTE.transpose(1, 2)
+            index = (self._rows_B11, self._heads_1K1, self._positions_B1T)
+            self.cache.k[layer_idx].index_put_(index, k_BKTE)
+            self.cache.v[layer_idx].index_put_(index, v_BKTE)
         return kb[:, :, :self.S], vb[:, :, :self.S]

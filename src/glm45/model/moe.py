@@ -157,7 +157,8 @@ class Experts(nn.Module):
                 counts_E: torch.Tensor) -> torch.Tensor:
         N, K = idx_NK.shape
         if torch.compiler.is_compiling() and not torch.is_grad_enabled():
-            y_NKD = self._indexed_reduction(x_ND, idx_NK)
+            y_NKD = (self._indexed_reduction(x_ND, idx_NK) if N <= compiled_gather_max_tokens(self.n_experts, K)
+                     else self._sorted_outside_the_graph(x_ND, idx_NK, counts_E))
         elif not self.use_gathered(N * K):
             y_NKD = self._sorted_by_expert(x_ND, idx_NK, counts_E)
         elif x_ND.device.type == "cpu":
@@ -165,6 +166,13 @@ class Experts(nn.Module):
         else:
             y_NKD = self._few_rows_gathered(x_ND, idx_NK)
         return (y_NKD * weights_NK.unsqueeze(-1).to(y_NKD.dtype)).sum(1)
+
+    @torch.compiler.disable
+    def _sorted_outside_the_graph(self, x_ND: torch.Tensor, idx_NK: torch.Tensor,
+                                  counts_E: torch.Tensor) -> torch.Tensor:
+        """A compiled step's large batch: the experts run eagerly, sorted (a graph break; the
+        sorted path's per-expert sizes are data-dependent shapes a graph cannot hold)."""
+        return self._sorted_by_expert(x_ND, idx_NK, counts_E)
 
     def _sorted_by_expert(self, x_ND: torch.Tensor, idx_NK: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
         """[N, K, D] outputs with rows sorted by expert: one grouped matmul per projection, or
@@ -192,6 +200,19 @@ class Experts(nn.Module):
             pieces.append(_swiglu(x_e, *(per_expert[e] if per_expert else self.expert_weights(e))))
         y_PD = torch.cat(pieces) if pieces else x_PD.new_zeros(0, D)
         return y_PD.index_select(0, slot_pos_M).view(N, K, D)
+
+
+# A compiled decode step gathers each chosen expert's weights per (token, expert) row while
+# there are at most this many rows per expert, and sorts rows by expert beyond it: the gather
+# reads one weight triple per row, the sorted path each expert's once plus a graph break.
+# tiny model, compiled decode tok/s, gather vs sorted: batch 8 5314 vs 4538, 16 8899 vs 7795,
+# 32 12470 vs 12924, 64 14848 vs 17776 (rows per expert 2, 4, 8, 16).
+COMPILED_GATHER_ROWS_PER_EXPERT = 4
+
+
+def compiled_gather_max_tokens(n_experts: int, top_k: int) -> int:
+    """The most tokens a compiled forward routes through the gathered-weights path."""
+    return COMPILED_GATHER_ROWS_PER_EXPERT * n_experts // top_k
 
 
 # Rows per expert are rounded up to a multiple of this for bf16/fp16 matmuls on CPU. oneDNN
