@@ -23,6 +23,7 @@ class KVCache:
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.device = torch.device(device)
         self._arange = torch.arange(capacity, device=device)
+        self._heads_1K1 = torch.arange(kv_heads, device=device)[None, :, None]
 
     @property
     def nbytes(self) -> int:
@@ -65,9 +66,8 @@ class CacheBatch:
             self.position_ids = start_B[:, None] + ar_T  # [B, T]
             # (row, head, position) indices into the whole buffer: an in-place index_put_ on it,
             # which a compiled step keeps in place (on a row slice it copied every row's capacity)
-            self._rows_B11 = torch.arange(row0, row0 + B, device=dev)[:, None, None]
-            self._heads_1K1 = torch.arange(cache.k[0].shape[1], device=dev)[None, :, None]
-            self._positions_B1T = self.position_ids[:, None, :]
+            self._index = (torch.arange(row0, row0 + B, device=dev)[:, None, None], cache._heads_1K1,
+                           self.position_ids[:, None, :])
         # With equal starts, a single new token sees every key up to it, and a fresh prefill is
         # plain causal: both are SDPA's mask-free paths. Otherwise key j is visible to query t
         # of a row iff j <= that query's position.
@@ -84,7 +84,6 @@ class CacheBatch:
             kb[:, :, s:s + self.T] = k_BKTE
             vb[:, :, s:s + self.T] = v_BKTE
         else:
-            index = (self._rows_B11, self._heads_1K1, self._positions_B1T)
-            self.cache.k[layer_idx].index_put_(index, k_BKTE)
-            self.cache.v[layer_idx].index_put_(index, v_BKTE)
+            self.cache.k[layer_idx].index_put_(self._index, k_BKTE)
+            self.cache.v[layer_idx].index_put_(self._index, v_BKTE)
         return kb[:, :, :self.S], vb[:, :, :self.S]

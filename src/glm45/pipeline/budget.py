@@ -1,10 +1,10 @@
 """How much of everything the speedrun does: the full run (≤ 30 minutes on 2 CPU cores) and
 `--quick` (~3 minutes, the CI end-to-end test).
 
-Measured on the 2-core CPU (nano preset, 1 torch thread, 2026-12-07): under bf16 autocast (the
+Measured on the 2-core CPU (nano preset, 1 torch thread, 2026-12-08): under bf16 autocast (the
 speedrun's "auto" dtype on an AVX512-BF16 CPU) pre-training runs at ~2,400 tokens/s and packed
-SFT at ~1,500; in fp32 at ~1,270 and ~1,220 (beside another run). The budgets below are in
-tokens and were set at the fp32 rates, so a bf16 run finishes early (22 instead of 28 min).
+SFT at ~1,650; in fp32 at ~1,270 and ~1,220 (beside another run, 2026-12-07). The budgets below
+are in tokens and were set at the fp32 rates, so a bf16 run finishes early (21 instead of 28 min).
 
 SFT gets the largest share: tool calling appears late. From the same mid-trained model (2,400
 samples, half tool-use trajectories), 80 SFT steps gave 12.5% schema-valid tool calls on held-out
@@ -13,7 +13,7 @@ at 2e-3 / 4e-3 / 8e-3 gave 60% / 72.5% / 35% (40 held-out tasks, so ±7%), and a
 1,800 tool-use and 800 arithmetic samples (instead of 1,200 each) 77.5%; on a newer base the
 same gave 55% at 170 steps and 72.5% at 220 (80% after RL). Since packed rows attend run by run
 (SFT steps 1.3x cheaper), 300 steps fit: 90% on 120 held-out tasks (78% in a sibling run), and
-the full run took ~25 minutes in fp32 (~22 in bf16).
+the full run took ~25 minutes in fp32 (~21 in bf16).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from glm45.runtime import shared_cpu_threads
+    from glm45.runtime import default_device, shared_cpu_threads
     from glm45.serve.app import create_app
     from glm45.serve.backend import BackendError, EngineBackend, load_generation_defaults
     from glm45.serve.server import ForegroundServer, uvicorn_config
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         print(f"error: --port must lie in 1..65535, got {args.port}", file=sys.stderr)
         return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or str(default_device())
     threads = args.threads or shared_cpu_threads(torch.device(device).type, other_busy=1)  # the event loop
     if threads is not None:
         torch.set_num_threads(threads)
